@@ -1,0 +1,5 @@
+"""``python -m circleback`` is the ``circleback`` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,66 @@
+"""``delay``: a timer. One check, ``delay_seconds`` after the job was added; it always succeeds."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ..core.abc import Checker, Runtime, ValidationContext
+from ..core.errors import ValidationError
+from ..core.hookspecs import hookimpl
+from ..core.models import CheckOutcome, Job
+from ..core.validation import require_number
+
+__all__ = ["DelayChecker"]
+
+
+class DelayChecker(Checker):
+    """Fires once after ``delay_seconds``."""
+
+    job_type = "delay"
+    description = "Wait delay_seconds after the job is added, then send the success message."
+
+    def validate_config(
+        self, config: Mapping[str, Any], context: ValidationContext
+    ) -> dict[str, Any]:
+        unknown = sorted(set(config) - {"delay_seconds"})
+        if unknown:
+            raise ValidationError(str(unknown[0]), "is not a known setting of a delay job")
+        if "delay_seconds" not in config:
+            raise ValidationError("delay_seconds", "is required")
+        seconds = require_number(
+            config["delay_seconds"],
+            "delay_seconds",
+            positive=True,
+            maximum=context.limits.max_delay_seconds,
+        )
+        return {"delay_seconds": seconds}
+
+    def first_check_delay(self, config: Mapping[str, Any]) -> float:
+        return float(config["delay_seconds"])
+
+    def config_schema(self) -> dict[str, Any]:
+        return {
+            "type": "object",
+            "properties": {
+                "delay_seconds": {
+                    "type": "number",
+                    "exclusiveMinimum": 0,
+                    "description": "Seconds to wait before sending the message.",
+                }
+            },
+            "required": ["delay_seconds"],
+            "additionalProperties": False,
+        }
+
+    def describe(self, config: Mapping[str, Any]) -> str:
+        return f"a {config.get('delay_seconds')} s timer"
+
+    async def check(self, job: Job, runtime: Runtime) -> CheckOutcome:
+        return CheckOutcome.met({"delay_seconds": job.check_config.get("delay_seconds")})
+
+
+@hookimpl
+def circleback_register_checkers(register: Callable[[Checker], None]) -> None:
+    """Register the ``delay`` job type."""
+    register(DelayChecker())

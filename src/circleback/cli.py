@@ -1,0 +1,224 @@
+"""The ``circleback`` command: run the engine, and add, list and cancel jobs.
+
+Every command reads the ``CIRCLEBACK_*`` environment variables; flags override them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import anyio
+import click
+
+from .core.clock import SystemClock
+from .core.engine import Engine
+from .core.errors import CirclebackError
+from .core.models import Caller, Job, JobStatus
+from .core.settings import Settings
+
+__all__ = ["main"]
+
+T = TypeVar("T")
+_STATUSES = [status.value for status in JobStatus]
+
+
+def _settings(ctx: click.Context) -> Settings:
+    obj: dict[str, Any] = ctx.ensure_object(dict)
+    return Settings.from_env(database_url=obj.get("database_url"), redis_url=obj.get("redis_url"))
+
+
+def _run(ctx: click.Context, fn: Callable[[], Awaitable[T]]) -> T:
+    backend = ctx.ensure_object(dict).get("backend", "asyncio")
+    try:
+        return anyio.run(fn, backend=backend)
+    except CirclebackError as exc:
+        raise click.ClickException(exc.message) from None
+
+
+def _caller_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--user", default="cli", show_default=True, help="user_id of the caller"),
+        click.option("--platform", default="cli", show_default=True, help="platform of the caller"),
+        click.option("--channel", default=None, help="platform_channel_id for messages"),
+        click.option("--thread", default=None, help="platform_thread_id for messages"),
+        click.option("--conversation", default=None, help="conversation_id to resume"),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _caller(user: str, platform: str, channel: str | None = None, thread: str | None = None,
+            conversation: str | None = None) -> Caller:
+    return Caller(
+        user_id=user,
+        platform=platform,
+        platform_channel_id=channel,
+        platform_thread_id=thread,
+        conversation_id=conversation,
+    )
+
+
+def _facade_engine(ctx: click.Context) -> Engine:
+    return Engine(_settings(ctx), worker=False, clock=SystemClock())
+
+
+def _job_row(job: Job) -> list[str]:
+    when = job.next_run_at if job.status is JobStatus.ACTIVE else job.completed_at
+    return [
+        str(job.id),
+        job.job_type,
+        job.status.value,
+        f"{job.attempts}/{job.max_attempts}",
+        when.strftime("%Y-%m-%d %H:%M:%S") if when else "",
+        (job.last_error or "")[:40],
+    ]
+
+
+def _print_table(headers: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(headers)]
+    click.echo("  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
+    for row in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+@click.group()
+@click.option("--database-url", envvar="CIRCLEBACK_DATABASE_URL", default=None,
+              help="SQLAlchemy URL of the store [env CIRCLEBACK_DATABASE_URL; "
+                   "default sqlite:///circleback.db]")
+@click.option("--redis-url", envvar="CIRCLEBACK_REDIS_URL", default=None,
+              help="Redis for notifications [env CIRCLEBACK_REDIS_URL; default: standard output]")
+@click.option("--backend", type=click.Choice(["asyncio", "trio"]), default="asyncio",
+              envvar="CIRCLEBACK_BACKEND", show_default=True, help="async backend to run on")
+@click.option("--log-level", default="INFO", envvar="CIRCLEBACK_LOG_LEVEL", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.version_option(package_name="circleback")
+@click.pass_context
+def cli(ctx: click.Context, database_url: str | None, redis_url: str | None,
+        backend: str, log_level: str) -> None:
+    """circleback: watch long-running work and circle back when it is done."""
+    ctx.ensure_object(dict).update(database_url=database_url, redis_url=redis_url, backend=backend)
+    logging.basicConfig(
+        level=log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@cli.command()
+@click.option("--until-idle", is_flag=True,
+              help="exit once no job is active and every message has gone out")
+@click.pass_context
+def run(ctx: click.Context, until_idle: bool) -> None:
+    """Run the engine (a worker): check due jobs and deliver their messages until stopped."""
+    settings = _settings(ctx)
+    log = logging.getLogger("circleback")
+
+    async def main() -> None:
+        async with Engine(settings) as engine, anyio.create_task_group() as group:
+            log.info("worker %s running on %s", engine.worker_id,
+                     engine.store.runner.sync_engine.url.render_as_string(hide_password=True))
+
+            async def stop_on_signal() -> None:
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for signum in signals:
+                        log.info("received %s, stopping", signal.Signals(signum).name)
+                        group.cancel_scope.cancel()
+                        return
+
+            group.start_soon(stop_on_signal)
+            if until_idle:
+                await engine.wait_until_idle()
+                group.cancel_scope.cancel()
+        log.info("stopped")
+
+    _run(ctx, main)
+
+
+@cli.command()
+@click.argument("job_type")
+@click.option("--config", "config", required=True, help="check_config as a JSON object")
+@click.option("--message", required=True, help="on_success_message; {result} is replaced")
+@click.option("--failure-message", default=None, help="on_failure_message")
+@click.option("--on-complete", default="notify", show_default=True,
+              help="completion mode: notify or resume_conversation")
+@click.option("--workflow", default=None, help="workflow_id (a UUID) grouping related jobs")
+@click.option("--interval", type=float, default=30.0, show_default=True,
+              help="interval_seconds between checks")
+@click.option("--max-attempts", type=int, default=120, show_default=True,
+              help="checks before the job fails")
+@_caller_options
+@click.pass_context
+def add(ctx: click.Context, /, job_type: str, config: str, message: str,
+        failure_message: str | None, on_complete: str, workflow: str | None, interval: float,
+        max_attempts: int, **caller: Any) -> None:
+    """Add a job and print its id."""
+    try:
+        check_config = json.loads(config)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}", param_hint="--config") from None
+    spec = {
+        "job_type": job_type,
+        "check_config": check_config,
+        "on_success_message": message,
+        "on_failure_message": failure_message,
+        "on_complete": on_complete,
+        "workflow_id": workflow,
+        "interval_seconds": interval,
+        "max_attempts": max_attempts,
+    }
+
+    async def main() -> Job:
+        async with _facade_engine(ctx) as engine:
+            return await engine.scheduler.add_job(_caller(**caller), spec)
+
+    click.echo(str(_run(ctx, main).id))
+
+
+@cli.command(name="list")
+@click.option("--status", type=click.Choice(_STATUSES), default=None, help="only this status")
+@click.option("--json", "as_json", is_flag=True, help="print JSON for scripts")
+@click.option("--user", default="cli", show_default=True, help="user_id whose jobs to list")
+@click.option("--platform", default="cli", show_default=True, help="platform of the caller")
+@click.pass_context
+def list_jobs(ctx: click.Context, status: str | None, as_json: bool, user: str,
+              platform: str) -> None:
+    """List a user's jobs, newest first."""
+
+    async def main() -> list[Job]:
+        async with _facade_engine(ctx) as engine:
+            return await engine.scheduler.list_jobs(_caller(user, platform), status=status)
+
+    found = _run(ctx, main)
+    if as_json:
+        click.echo(json.dumps([job.to_dict() for job in found], indent=2))
+    else:
+        _print_table(["id", "type", "status", "attempts", "next/done (UTC)", "last error"],
+                     [_job_row(job) for job in found])
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option("--user", default="cli", show_default=True, help="user_id owning the job")
+@click.option("--platform", default="cli", show_default=True, help="platform of the caller")
+@click.pass_context
+def cancel(ctx: click.Context, job_id: str, user: str, platform: str) -> None:
+    """Cancel an active job."""
+
+    async def main() -> Job:
+        async with _facade_engine(ctx) as engine:
+            return await engine.scheduler.cancel_job(_caller(user, platform), job_id)
+
+    job = _run(ctx, main)
+    click.echo(f"{job.id} {job.status.value}")
+
+
+def main() -> None:
+    """Entry point of the ``circleback`` console script."""
+    cli(prog_name="circleback")

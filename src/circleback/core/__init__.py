@@ -1,0 +1,1 @@
+"""circleback's engine, store, state machine and plugin interfaces."""

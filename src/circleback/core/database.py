@@ -1,0 +1,179 @@
+"""Opening a database the same way under asyncio and trio.
+
+Every store verb is a plain function of a SQLAlchemy ``Connection`` that runs
+inside one transaction. A :class:`TransactionRunner` decides where it runs:
+
+- ``async`` driver (asyncio only): an ``AsyncEngine`` (aiosqlite, asyncpg),
+  the function running through ``AsyncConnection.run_sync``;
+- ``thread`` driver (asyncio and trio): a synchronous ``Engine`` (sqlite3,
+  psycopg), the function running in a worker thread.
+
+``auto`` picks ``async`` under asyncio and ``thread`` under trio.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
+
+import anyio
+import anyio.to_thread
+import sniffio
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
+
+from .errors import ConfigurationError
+
+__all__ = ["DriverMode", "TransactionRunner", "make_url_for"]
+
+T = TypeVar("T")
+DriverMode = Literal["auto", "async", "thread"]
+
+_ASYNC_DRIVERS = {"sqlite": "aiosqlite", "postgresql": "asyncpg"}
+_SYNC_DRIVERS = {"sqlite": "pysqlite", "postgresql": "psycopg"}
+
+
+def make_url_for(url: str | sa.URL, mode: Literal["async", "thread"]) -> sa.URL:
+    """``url`` with the driver that ``mode`` needs (``sqlite://`` → ``sqlite+aiosqlite://``)."""
+    parsed = sa.make_url(url)
+    backend = parsed.get_backend_name()
+    drivers = _ASYNC_DRIVERS if mode == "async" else _SYNC_DRIVERS
+    if backend not in drivers:
+        raise ConfigurationError(
+            f"database URL {parsed.render_as_string(hide_password=True)!r}: circleback "
+            "supports sqlite and postgresql"
+        )
+    return parsed.set(drivername=f"{backend}+{drivers[backend]}")
+
+
+def _is_memory_sqlite(url: sa.URL) -> bool:
+    return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    """WAL, a busy timeout, and ``BEGIN IMMEDIATE`` so a transaction never upgrades its lock."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself, below
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        if connection.get_execution_options().get("circleback_readonly"):
+            connection.exec_driver_sql("BEGIN")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class TransactionRunner:
+    """Runs functions of a ``Connection`` in a transaction, off the event loop's toes."""
+
+    def __init__(
+        self,
+        url: str | sa.URL,
+        *,
+        mode: DriverMode = "auto",
+        engine_options: dict[str, Any] | None = None,
+    ) -> None:
+        self._url = sa.make_url(url)
+        self._requested_mode = mode
+        self._engine_options = dict(engine_options or {})
+        self._mode: Literal["async", "thread"] | None = None
+        self._async_engine: AsyncEngine | None = None
+        self._sync_engine: Engine | None = None
+        self._limiter: anyio.CapacityLimiter | None = None
+
+    @property
+    def dialect_name(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self._url.get_backend_name()
+
+    @property
+    def mode(self) -> Literal["async", "thread"]:
+        """The driver mode in use (known once opened)."""
+        if self._mode is None:
+            raise RuntimeError("the runner is not open")
+        return self._mode
+
+    @property
+    def sync_engine(self) -> Engine:
+        """The synchronous SQLAlchemy engine underneath (the async engine's, in async mode)."""
+        if self._async_engine is not None:
+            return self._async_engine.sync_engine
+        if self._sync_engine is None:
+            raise RuntimeError("the runner is not open")
+        return self._sync_engine
+
+    def open(self) -> None:
+        """Create the SQLAlchemy engine for the running async backend."""
+        if self._mode is not None:
+            return
+        mode = self._requested_mode
+        backend = sniffio.current_async_library()
+        if mode == "auto":
+            mode = "async" if backend == "asyncio" else "thread"
+        if mode == "async" and backend != "asyncio":
+            raise ConfigurationError(
+                f"the async database drivers need asyncio; under {backend} use driver 'thread'"
+            )
+        options = dict(self._engine_options)
+        memory = _is_memory_sqlite(self._url)
+        if memory:
+            options.setdefault("poolclass", StaticPool)
+        if self.dialect_name == "sqlite":
+            options.setdefault("connect_args", {"check_same_thread": False})
+        url = make_url_for(self._url, mode)
+        if mode == "async":
+            self._async_engine = create_async_engine(url, **options)
+            sync_engine = self._async_engine.sync_engine
+        else:
+            self._sync_engine = sa.create_engine(url, **options)
+            sync_engine = self._sync_engine
+        if self.dialect_name == "sqlite":
+            _configure_sqlite(sync_engine)
+        # SQLite takes one writer at a time: queue in-process instead of spinning on its lock.
+        pool_size = int(getattr(sync_engine.pool, "size", lambda: 5)())
+        concurrency = 1 if self.dialect_name == "sqlite" else max(1, pool_size)
+        self._limiter = anyio.CapacityLimiter(concurrency)
+        self._mode = mode
+
+    async def run(self, fn: Callable[..., T], *args: Any, readonly: bool = False) -> T:
+        """Run ``fn(connection, *args)`` in one transaction and return its result."""
+        if self._limiter is None:
+            raise RuntimeError("the runner is not open")
+        async with self._limiter:
+            if self._async_engine is not None:
+                engine = self._async_engine
+                if readonly:
+                    engine = engine.execution_options(circleback_readonly=True)
+                async with engine.begin() as connection:
+                    return await connection.run_sync(fn, *args)
+            return await anyio.to_thread.run_sync(
+                functools.partial(self._run_in_thread, fn, args, readonly)
+            )
+
+    def _run_in_thread(self, fn: Callable[..., T], args: tuple[Any, ...], readonly: bool) -> T:
+        engine = self.sync_engine
+        if readonly:
+            engine = engine.execution_options(circleback_readonly=True)
+        with engine.begin() as connection:
+            return fn(connection, *args)
+
+    async def aclose(self) -> None:
+        """Dispose of the connection pool."""
+        if self._async_engine is not None:
+            await self._async_engine.dispose()
+            self._async_engine = None
+        if self._sync_engine is not None:
+            await anyio.to_thread.run_sync(self._sync_engine.dispose)
+            self._sync_engine = None
+        self._mode = None

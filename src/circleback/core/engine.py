@@ -1,0 +1,387 @@
+"""The engine: checks due jobs, records outcomes, delivers messages.
+
+``Engine`` is an async context manager. Inside ``async with Engine(...)`` its
+worker loops run as tasks of the caller's task tree (on asyncio or trio), and
+``engine.scheduler`` is the facade through which jobs are added and cancelled.
+Leaving the block stops claiming, lets checks in flight finish for a grace
+period, gives back the leases of the rest, and closes everything, shielded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Iterable
+from contextlib import AsyncExitStack
+from datetime import timedelta
+from types import TracebackType
+from typing import Any, Self
+
+import anyio
+import attrs
+
+from .abc import Checker, DeliveryContext, DeliveryFailed, DeliveryReceipt, Notifier, Runtime
+from .clock import Clock, SystemClock
+from .database import DriverMode
+from .models import CheckOutcome, CheckStatus, DeliveryStatus, Job, OutboxEntry
+from .pipeline import WorkPipeline
+from .plugins import PluginRegistry, make_plugin_manager
+from .scheduler import Scheduler
+from .settings import Settings
+from .state import CheckResult, apply_event
+from .store import DeliveryUpdate, Store
+
+__all__ = ["Engine"]
+
+logger = logging.getLogger("circleback.engine")
+
+#: Largest JSON text of a check result kept with the job and its message.
+_MAX_STORED_RESULT_CHARS = 16_384
+
+
+def _default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _storable(value: Any) -> Any:
+    """``value`` as JSON data of bounded size (opaque objects become their type name)."""
+    try:
+        text = json.dumps(value, default=lambda obj: f"<{type(obj).__name__}>")
+    except (TypeError, ValueError, RecursionError):
+        return f"<unserialisable {type(value).__name__}>"
+    if len(text) > _MAX_STORED_RESULT_CHARS:
+        return text[:_MAX_STORED_RESULT_CHARS] + "…[cut]"
+    return json.loads(text)
+
+
+class Engine:
+    """Runs circleback: the worker loops and the :class:`~circleback.Scheduler` facade.
+
+    :param settings: the configuration; ``Settings.from_env()`` when omitted.
+    :param store: a store to use instead of one opened from ``settings.database_url``.
+    :param clock: where time comes from; tests pass a :class:`~circleback.ManualClock`.
+    :param plugins: extra plugin objects (modules or instances with hook implementations).
+    :param load_entry_points: also load plugins installed under the ``circleback`` group.
+    :param worker: run the worker loops; ``False`` gives the facade only (the CLI's
+        ``add`` and ``list``), or an engine that tests step with :meth:`run_due_jobs`.
+    :param driver: database driver mode, see :mod:`circleback.core.database`.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        store: Store | None = None,
+        clock: Clock | None = None,
+        plugins: Iterable[object] = (),
+        load_entry_points: bool = True,
+        worker: bool = True,
+        worker_id: str | None = None,
+        driver: DriverMode = "auto",
+    ) -> None:
+        self.settings = settings if settings is not None else Settings.from_env()
+        self.clock: Clock = clock or SystemClock()
+        self.worker_id = worker_id or _default_worker_id()
+        self._own_store = store is None
+        self.store = store or Store(self.settings.database_url, driver=driver)
+        self._plugin_objects = list(plugins)
+        self._load_entry_points = load_entry_points
+        self._run_worker = worker
+        self._exit_stack: AsyncExitStack | None = None
+        self._registry: PluginRegistry | None = None
+        self._runtime: Runtime | None = None
+        self._scheduler: Scheduler | None = None
+        tuning = self.settings.tuning
+        self._jobs = WorkPipeline[Job, CheckOutcome](
+            name="checks",
+            claim=self._claim_jobs,
+            work=self._check,
+            record=self._record_checks,
+            release=self._release_jobs,
+            next_due=self.store.next_due_time,
+            clock=self.clock,
+            capacity=tuning.max_concurrent_checks,
+            batch_size=tuning.batch_size,
+            max_sleep_seconds=tuning.max_sleep_seconds,
+            logger=logger,
+        )
+        self._deliveries = WorkPipeline[OutboxEntry, DeliveryUpdate](
+            name="deliveries",
+            claim=self._claim_deliveries,
+            work=self._deliver,
+            record=self._record_deliveries,
+            release=self._release_deliveries,
+            next_due=self.store.next_delivery_time,
+            clock=self.clock,
+            capacity=tuning.max_concurrent_deliveries,
+            batch_size=tuning.batch_size,
+            max_sleep_seconds=tuning.max_sleep_seconds,
+            logger=logger,
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def scheduler(self) -> Scheduler:
+        """The facade for adding, listing and cancelling jobs."""
+        if self._scheduler is None:
+            raise RuntimeError("the engine is not running; use 'async with Engine(...)'")
+        return self._scheduler
+
+    @property
+    def plugins(self) -> PluginRegistry:
+        """The checkers and notifiers this engine uses."""
+        if self._registry is None:
+            raise RuntimeError("the engine is not running; use 'async with Engine(...)'")
+        return self._registry
+
+    @property
+    def runtime(self) -> Runtime:
+        """What plugins see of the engine."""
+        if self._runtime is None:
+            raise RuntimeError("the engine is not running; use 'async with Engine(...)'")
+        return self._runtime
+
+    async def __aenter__(self) -> Self:
+        stack = AsyncExitStack()
+        await stack.__aenter__()
+        try:
+            manager = make_plugin_manager(
+                self._plugin_objects, load_entry_points=self._load_entry_points
+            )
+            self._registry = PluginRegistry.from_manager(manager)
+            self._runtime = Runtime(
+                settings=self.settings, clock=self.clock, plugins=self._registry, logger=logger
+            )
+            await self.store.open()
+            if self._own_store:
+                stack.push_async_callback(self._shielded, self.store.aclose)
+            self._scheduler = Scheduler(
+                store=self.store,
+                plugins=self._registry,
+                settings=self.settings,
+                clock=self.clock,
+                on_change=self._jobs.wake,
+            )
+            if self._run_worker:
+                await self._start_plugins(stack)
+                group = await stack.enter_async_context(anyio.create_task_group())
+                grace = self.settings.tuning.shutdown_grace_seconds
+                await group.start(self._jobs_loop, grace)
+                await group.start(self._deliveries_loop, grace)
+                group.start_soon(self._reaper_loop)
+                stack.callback(group.cancel_scope.cancel)  # the reaper never ends by itself
+                stack.callback(self._deliveries.stop)
+                stack.callback(self._jobs.stop)
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._exit_stack = stack
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        stack, self._exit_stack = self._exit_stack, None
+        if stack is not None:
+            return await stack.__aexit__(exc_type, exc, tb)
+        return None
+
+    async def start_plugins(self) -> AsyncExitStack:
+        """Start every plugin for an engine without worker loops; close the stack to stop them."""
+        stack = AsyncExitStack()
+        await self._start_plugins(stack)
+        return stack
+
+    async def _start_plugins(self, stack: AsyncExitStack) -> None:
+        plugins: list[Checker | Notifier] = [
+            *self.plugins.checkers.values(),
+            *self.plugins.notifiers.values(),
+        ]
+        for plugin in plugins:
+            await plugin.start(self.runtime)
+            stack.push_async_callback(self._shielded, plugin.stop)
+
+    @staticmethod
+    async def _shielded(close: Any) -> None:
+        with anyio.CancelScope(shield=True):
+            await close()
+
+    async def _jobs_loop(
+        self, grace: float, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        await self._jobs.run(grace_seconds=grace, task_status=task_status)
+
+    async def _deliveries_loop(
+        self, grace: float, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        await self._deliveries.run(grace_seconds=grace, task_status=task_status)
+
+    async def _reaper_loop(self) -> None:
+        period = self.settings.tuning.lease_seconds / 3
+        while True:
+            await anyio.sleep(period)
+            try:
+                reaped = await self.store.reap_expired_leases(self.clock.now())
+            except Exception:
+                logger.exception("reaping expired leases failed")
+                continue
+            if reaped:
+                logger.warning("took back %d expired leases of stalled or dead workers", reaped)
+                self._jobs.wake()
+                self._deliveries.wake()
+
+    def wake(self) -> None:
+        """Look for due jobs and messages now (after a change the engine did not see)."""
+        self._jobs.wake()
+        self._deliveries.wake()
+
+    # -- stepping by hand ----------------------------------------------------------------------
+
+    async def run_due_jobs(self) -> int:
+        """Check every job due now and record the outcomes; returns how many were checked.
+
+        For engines started with ``worker=False`` (tests, tools) that step time themselves.
+        """
+        return await self._jobs.run_once()
+
+    async def deliver_due(self) -> int:
+        """Deliver every message due now; returns how many deliveries were attempted."""
+        return await self._deliveries.run_once()
+
+    async def wait_until_idle(self, *, poll_seconds: float = 0.2) -> None:
+        """Return once no job is active and no message is waiting to go out."""
+        while True:
+            active, pending = await self.store.count_unfinished()
+            if not active and not pending:
+                return
+            await anyio.sleep(poll_seconds)
+
+    # -- checks --------------------------------------------------------------------------------
+
+    async def _claim_jobs(self, limit: int) -> list[Job]:
+        tuning = self.settings.tuning
+        return await self.store.claim_due_jobs(
+            self.worker_id, self.clock.now(), limit=limit, lease_seconds=tuning.lease_seconds
+        )
+
+    async def _check(self, job: Job) -> CheckOutcome:
+        checker = self.plugins.checkers.get(job.job_type)
+        if checker is None:
+            return CheckOutcome.not_yet(f"no checker is installed for job type {job.job_type!r}")
+        timeout = self.settings.tuning.check_timeout_seconds
+        try:
+            with anyio.fail_after(timeout):
+                outcome = await checker.check(job, self.runtime)
+        except TimeoutError:
+            return CheckOutcome.not_yet(f"the check took longer than {timeout:g} s")
+        except Exception as exc:
+            logger.debug("check of job %s raised", job.id, exc_info=True)
+            return CheckOutcome.not_yet(f"the check failed: {type(exc).__name__}: {exc}"[:1000])
+        if not isinstance(outcome, CheckOutcome):
+            return CheckOutcome.not_yet(
+                f"checker {job.job_type!r} returned {type(outcome).__name__}, not a CheckOutcome"
+            )
+        return attrs.evolve(
+            outcome,
+            result=_storable(outcome.result),
+            error=outcome.error[:2000] if outcome.error else None,
+        )
+
+    async def _record_checks(self, results: list[tuple[Job, CheckOutcome]]) -> None:
+        now = self.clock.now()
+        limit = self.settings.limits.max_result_chars
+        transitions = []
+        for job, outcome in results:
+            description = None
+            if outcome.status is not CheckStatus.MET:
+                checker = self.plugins.checkers.get(job.job_type)
+                description = checker.describe(job.check_config) if checker else None
+            transitions.append(
+                (job, apply_event(job, CheckResult(outcome), now, description=description,
+                                  result_limit=limit))
+            )
+        applied = await self.store.record_outcomes(self.worker_id, transitions, now)
+        if any(t.message is not None and job.id in applied for job, t in transitions):
+            self._deliveries.wake()
+        lost = len(results) - len(applied)
+        if lost:
+            logger.info("%d check results were dropped: cancelled or lease lost meanwhile", lost)
+
+    async def _release_jobs(self, jobs: list[Job]) -> None:
+        await self.store.release_jobs(self.worker_id, jobs)
+
+    # -- deliveries ------------------------------------------------------------------------------
+
+    async def _claim_deliveries(self, limit: int) -> list[OutboxEntry]:
+        tuning = self.settings.tuning
+        lease = tuning.delivery_timeout_seconds * 2
+        return await self.store.claim_deliveries(
+            self.worker_id, self.clock.now(), limit=limit, lease_seconds=lease
+        )
+
+    async def _deliver(self, entry: OutboxEntry) -> DeliveryUpdate:
+        tuning = self.settings.tuning
+        attempt = entry.attempts + 1
+        try:
+            notifier = self.plugins.notifier(entry.on_complete)
+            context = DeliveryContext(runtime=self.runtime, result=entry.result, attempt=attempt)
+            with anyio.fail_after(tuning.delivery_timeout_seconds):
+                receipt = await notifier.deliver(entry.notification, context)
+            if not isinstance(receipt, DeliveryReceipt):
+                raise DeliveryFailed(f"notifier returned {type(receipt).__name__}, not a receipt")
+        except TimeoutError:
+            limit = tuning.delivery_timeout_seconds
+            error, retryable = f"delivery took longer than {limit:g} s", True
+        except DeliveryFailed as exc:
+            error, retryable = exc.reason, exc.retryable
+        except Exception as exc:
+            logger.exception("notifier %r raised while delivering %s", entry.on_complete, entry.id)
+            error, retryable = f"{type(exc).__name__}: {exc}", True
+        else:
+            now = self.clock.now()
+            return DeliveryUpdate(
+                status=DeliveryStatus.SENT,
+                attempts=attempt,
+                next_attempt_at=entry.next_attempt_at,
+                sent_at=now,
+                last_error=entry.last_error,
+                delivered_via=receipt.via,
+                delivery_note=receipt.note,
+            )
+        now = self.clock.now()
+        error = error[:2000]
+        if not retryable or attempt >= tuning.delivery_max_attempts:
+            logger.error(
+                "giving up on message %s of job %s after %d attempts: %s",
+                entry.id, entry.job_id, attempt, error,
+            )
+            return DeliveryUpdate(
+                status=DeliveryStatus.DEAD, attempts=attempt, next_attempt_at=now, last_error=error
+            )
+        delay = min(
+            tuning.delivery_backoff_max_seconds,
+            tuning.delivery_backoff_seconds * 2 ** min(attempt - 1, 30),
+        )
+        logger.warning(
+            "message %s of job %s not delivered (attempt %d), retrying in %.1f s: %s",
+            entry.id, entry.job_id, attempt, delay, error,
+        )
+        return DeliveryUpdate(
+            status=DeliveryStatus.PENDING,
+            attempts=attempt,
+            next_attempt_at=now + timedelta(seconds=delay),
+            last_error=error,
+        )
+
+    async def _record_deliveries(self, results: list[tuple[OutboxEntry, DeliveryUpdate]]) -> None:
+        await self.store.record_deliveries(self.worker_id, results)
+
+    async def _release_deliveries(self, entries: list[OutboxEntry]) -> None:
+        await self.store.release_deliveries(self.worker_id, entries)

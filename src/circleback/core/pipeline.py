@@ -1,0 +1,238 @@
+"""The loop shared by job checks and message deliveries.
+
+Claim leased items in batches, work on each in its own task (bounded by a
+capacity), record the results in batches as they arrive, and sleep until the
+next item is due or until woken. A slow item never holds up the others: its
+result is recorded whenever it arrives, while the rest flow past it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Generic, TypeVar
+
+import anyio
+import anyio.lowlevel
+from anyio.abc import TaskGroup, TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from .clock import Clock
+
+__all__ = ["WorkPipeline"]
+
+ItemT = TypeVar("ItemT")
+ResultT = TypeVar("ResultT")
+
+#: How long to wait before trying again after the store raised.
+_ERROR_PAUSE_SECONDS = 0.5
+
+
+class WorkPipeline(Generic[ItemT, ResultT]):
+    """Claim → work → record, concurrently, with wake-ups (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        claim: Callable[[int], Awaitable[Sequence[ItemT]]],
+        work: Callable[[ItemT], Awaitable[ResultT]],
+        record: Callable[[list[tuple[ItemT, ResultT]]], Awaitable[None]],
+        release: Callable[[list[ItemT]], Awaitable[None]],
+        next_due: Callable[[], Awaitable[datetime | None]],
+        clock: Clock,
+        capacity: int,
+        batch_size: int,
+        max_sleep_seconds: float,
+        logger: logging.Logger,
+    ) -> None:
+        self._name = name
+        self._claim = claim
+        self._work = work
+        self._record = record
+        self._release = release
+        self._next_due = next_due
+        self._clock = clock
+        self._capacity = capacity
+        self._batch_size = batch_size
+        self._max_sleep = max_sleep_seconds
+        self._log = logger
+        self._in_flight: dict[int, ItemT] = {}
+        self._wake_event: anyio.Event | None = None
+        self._woken = False
+        self._stopping = False
+
+    @property
+    def in_flight(self) -> int:
+        """How many items are being worked on or waiting to be recorded."""
+        return len(self._in_flight)
+
+    def wake(self) -> None:
+        """Look for due items now instead of at the end of the current sleep."""
+        self._woken = True
+        if self._wake_event is not None:
+            self._wake_event.set()
+
+    def stop(self) -> None:
+        """Stop claiming; :meth:`run` returns once the items in flight are settled."""
+        self._stopping = True
+        self.wake()
+
+    async def run_once(self) -> int:
+        """Claim everything due now, work on it, record it; return how many items were done.
+
+        For tests and tools that step the engine by hand; not to be mixed with :meth:`run`.
+        """
+        done = 0
+        while True:
+            items = await self._claim(min(self._batch_size, self._capacity))
+            if not items:
+                return done
+            results: list[tuple[ItemT, ResultT]] = []
+
+            async def work_one(item: ItemT, into: list[tuple[ItemT, ResultT]]) -> None:
+                into.append((item, await self._work(item)))
+
+            async with anyio.create_task_group() as group:
+                for item in items:
+                    group.start_soon(work_one, item, results)
+            await self._record(results)
+            done += len(items)
+
+    async def run(
+        self, *, grace_seconds: float, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Work until :meth:`stop`.
+
+        Then wait up to ``grace_seconds`` for the items in flight, and release the rest.
+        """
+        send, receive = anyio.create_memory_object_stream[tuple[int, ItemT, ResultT]](math.inf)
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(self._record_loop, receive)
+                async with anyio.create_task_group() as workers:
+                    task_status.started()
+                    await self._claim_loop(workers, send)
+                    with anyio.move_on_after(grace_seconds, shield=True):
+                        while self._in_flight:
+                            self._woken = False
+                            self._wake_event = anyio.Event()
+                            await self._wait_for_wake(self._max_sleep)
+                    workers.cancel_scope.cancel()
+                send.close()
+        finally:
+            send.close()
+            receive.close()
+            leftovers = list(self._in_flight.values())
+            self._in_flight.clear()
+            if leftovers:
+                with anyio.CancelScope(shield=True):
+                    try:
+                        await self._release(leftovers)
+                    except Exception:
+                        self._log.exception(
+                            "%s: could not release %d items", self._name, len(leftovers)
+                        )
+
+    async def _claim_loop(
+        self,
+        workers: TaskGroup,
+        send: MemoryObjectSendStream[tuple[int, ItemT, ResultT]],
+    ) -> None:
+        serial = 0
+        while not self._stopping:
+            self._woken = False
+            self._wake_event = anyio.Event()
+            free = self._capacity - len(self._in_flight)
+            wanted = min(self._batch_size, free)
+            if wanted > 0:
+                try:
+                    items = await self._claim(wanted)
+                except Exception:
+                    self._log.exception("%s: claiming failed; trying again shortly", self._name)
+                    await self._wait_for_wake(_ERROR_PAUSE_SECONDS)
+                    continue
+                for item in items:
+                    serial += 1
+                    self._in_flight[serial] = item
+                    workers.start_soon(self._work_one, serial, item, send)
+                if len(items) == wanted:
+                    await anyio.lowlevel.checkpoint()
+                    continue  # there may be more due right now
+                await self._sleep_until_due()
+            else:
+                await self._wait_for_wake(self._max_sleep)
+
+    async def _work_one(
+        self,
+        serial: int,
+        item: ItemT,
+        send: MemoryObjectSendStream[tuple[int, ItemT, ResultT]],
+    ) -> None:
+        result = await self._work(item)
+        send.send_nowait((serial, item, result))
+
+    async def _record_loop(
+        self, receive: MemoryObjectReceiveStream[tuple[int, ItemT, ResultT]]
+    ) -> None:
+        async with receive:
+            async for first in receive:
+                batch = [first]
+                while len(batch) < self._batch_size:
+                    try:
+                        batch.append(receive.receive_nowait())
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                with anyio.CancelScope(shield=True):
+                    try:
+                        await self._record([(item, result) for _, item, result in batch])
+                    except Exception:
+                        # The leases stay and expire; the items are taken up again then.
+                        self._log.exception(
+                            "%s: recording %d results failed", self._name, len(batch)
+                        )
+                for serial, _, _ in batch:
+                    self._in_flight.pop(serial, None)
+                self.wake()
+
+    async def _sleep_until_due(self) -> None:
+        try:
+            due = await self._next_due()
+        except Exception:
+            self._log.exception("%s: reading the next due time failed", self._name)
+            due = None
+        now = self._clock.now()
+        deadline = now + timedelta(seconds=self._max_sleep)
+        if due is not None and due < deadline:
+            deadline = due
+        if deadline <= now or self._woken:
+            return
+        await self._wait_for_wake(self._max_sleep, until=deadline)
+
+    async def _wait_for_wake(self, seconds: float, until: datetime | None = None) -> None:
+        """Sleep up to ``seconds`` of real time, or until ``until`` on the clock, or a wake-up."""
+        if self._woken:
+            return
+        event = self._wake_event
+        if event is None:
+            event = self._wake_event = anyio.Event()
+        with anyio.move_on_after(seconds):
+            if until is None:
+                await event.wait()
+                return
+            async with anyio.create_task_group() as group:
+
+                async def on_wake() -> None:
+                    await event.wait()
+                    group.cancel_scope.cancel()
+
+                async def on_time(deadline: datetime) -> None:
+                    await self._clock.sleep_until(deadline)
+                    group.cancel_scope.cancel()
+
+                group.start_soon(on_wake)
+                group.start_soon(on_time, until)
+
+

@@ -1,0 +1,101 @@
+"""Finding plugins and keeping track of what they registered."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import pluggy
+
+from . import hookspecs
+from .abc import Checker, Notifier
+from .errors import PluginError
+
+__all__ = ["PluginRegistry", "make_plugin_manager"]
+
+
+def _builtin_plugins() -> list[object]:
+    from ..checkers import delay
+    from ..notifiers import notify
+
+    return [delay, notify]
+
+
+def make_plugin_manager(
+    plugins: Iterable[object] = (), *, load_entry_points: bool = True
+) -> pluggy.PluginManager:
+    """A plugin manager with the built-ins, then ``plugins``, then the installed plugins.
+
+    ``check_pending()`` runs last, so a misspelled hook name fails loudly here.
+    """
+    manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+    manager.add_hookspecs(hookspecs)
+    for plugin in _builtin_plugins():
+        manager.register(plugin, name=f"circleback.builtin.{getattr(plugin, '__name__', plugin)}")
+    for plugin in plugins:
+        manager.register(plugin)
+    if load_entry_points:
+        manager.load_setuptools_entrypoints(hookspecs.PROJECT_NAME)
+    manager.check_pending()
+    return manager
+
+
+class PluginRegistry:
+    """The checkers and notifiers one engine uses, by job type and by completion mode."""
+
+    def __init__(self, checkers: Mapping[str, Checker], notifiers: Mapping[str, Notifier]) -> None:
+        self._checkers = dict(checkers)
+        self._notifiers = dict(notifiers)
+
+    @classmethod
+    def from_manager(cls, manager: pluggy.PluginManager) -> PluginRegistry:
+        """Call the registration hooks and collect what they hand over."""
+        checkers: dict[str, Checker] = {}
+        notifiers: dict[str, Notifier] = {}
+
+        def register_checker(checker: Checker) -> None:
+            if not isinstance(checker, Checker):
+                raise PluginError(f"{checker!r} is not a circleback.Checker")
+            name = getattr(checker, "job_type", None)
+            if not isinstance(name, str) or not name:
+                raise PluginError(f"{checker!r} has no job_type")
+            if name in checkers:
+                raise PluginError(f"job type {name!r} is registered twice")
+            checkers[name] = checker
+
+        def register_notifier(notifier: Notifier) -> None:
+            if not isinstance(notifier, Notifier):
+                raise PluginError(f"{notifier!r} is not a circleback.Notifier")
+            name = getattr(notifier, "name", None)
+            if not isinstance(name, str) or not name:
+                raise PluginError(f"{notifier!r} has no name")
+            if name in notifiers:
+                raise PluginError(f"completion mode {name!r} is registered twice")
+            notifiers[name] = notifier
+
+        manager.hook.circleback_register_checkers(register=register_checker)
+        manager.hook.circleback_register_notifiers(register=register_notifier)
+        return cls(checkers, notifiers)
+
+    @property
+    def checkers(self) -> Mapping[str, Checker]:
+        """Registered checkers by job type."""
+        return self._checkers
+
+    @property
+    def notifiers(self) -> Mapping[str, Notifier]:
+        """Registered notifiers by completion mode."""
+        return self._notifiers
+
+    def checker(self, job_type: str) -> Checker:
+        """The checker for ``job_type``; :class:`PluginError` when none is registered."""
+        try:
+            return self._checkers[job_type]
+        except KeyError:
+            raise PluginError(f"no checker is registered for job type {job_type!r}") from None
+
+    def notifier(self, name: str) -> Notifier:
+        """The notifier for completion mode ``name``; :class:`PluginError` when none is."""
+        try:
+            return self._notifiers[name]
+        except KeyError:
+            raise PluginError(f"no notifier is registered for completion mode {name!r}") from None

@@ -1,0 +1,104 @@
+"""The tables circleback keeps: jobs, and the outbox of messages finished jobs send."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+
+__all__ = ["UTCDateTime", "jobs", "metadata", "outbox"]
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, on every backend.
+
+    SQLite has no time zones: there the value is stored as naive UTC, whose
+    ISO text sorts in time order, so range conditions and indexes still work.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("circleback stores aware datetimes only")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)  # type: ignore[no-any-return]
+        return value.astimezone(UTC)  # type: ignore[no-any-return]
+
+
+_JSON = sa.JSON().with_variant(JSONB(), "postgresql")
+_ID = sa.String(255)
+
+metadata = sa.MetaData()
+
+jobs = sa.Table(
+    "circleback_jobs",
+    metadata,
+    sa.Column("id", sa.Uuid(), primary_key=True),
+    sa.Column("user_id", _ID, nullable=False),
+    sa.Column("platform", _ID, nullable=False),
+    sa.Column("platform_channel_id", _ID),
+    sa.Column("platform_thread_id", _ID),
+    sa.Column("conversation_id", _ID),
+    sa.Column("job_type", sa.String(64), nullable=False),
+    sa.Column("check_config", _JSON, nullable=False),
+    sa.Column("on_complete", sa.String(64), nullable=False),
+    sa.Column("workflow_id", sa.Uuid()),
+    sa.Column("interval_seconds", sa.Float(), nullable=False),
+    sa.Column("max_attempts", sa.Integer(), nullable=False),
+    sa.Column("backoff", sa.Float(), nullable=False, server_default="1.0"),
+    sa.Column("max_interval_seconds", sa.Float()),
+    sa.Column("on_success_message", sa.Text(), nullable=False),
+    sa.Column("on_failure_message", sa.Text()),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("next_run_at", UTCDateTime(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Column("completed_at", UTCDateTime()),
+    sa.Column("last_result", _JSON),
+    sa.Column("last_error", sa.Text()),
+    sa.Column("last_checked_at", UTCDateTime()),
+    sa.Column("lease_owner", sa.String(128)),
+    sa.Column("lease_expires_at", UTCDateTime()),
+    sa.Column("lease_token", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.Index("ix_circleback_jobs_due", "status", "next_run_at"),
+    sa.Index("ix_circleback_jobs_user", "user_id", "status"),
+    sa.Index("ix_circleback_jobs_workflow", "workflow_id"),
+    sa.Index("ix_circleback_jobs_lease", "lease_expires_at"),
+)
+
+outbox = sa.Table(
+    "circleback_outbox",
+    metadata,
+    # The notification id: one per finished job, the consumers' deduplication key.
+    sa.Column("id", sa.Uuid(), primary_key=True),
+    sa.Column("job_id", sa.Uuid(), nullable=False, unique=True),
+    sa.Column("on_complete", sa.String(64), nullable=False),
+    sa.Column("payload", _JSON, nullable=False),
+    sa.Column("result", _JSON),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", UTCDateTime(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("sent_at", UTCDateTime()),
+    sa.Column("last_error", sa.Text()),
+    sa.Column("delivered_via", sa.String(64)),
+    sa.Column("delivery_note", sa.Text()),
+    sa.Column("lease_owner", sa.String(128)),
+    sa.Column("lease_expires_at", UTCDateTime()),
+    sa.Column("lease_token", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.Index("ix_circleback_outbox_due", "status", "next_attempt_at"),
+)

@@ -1,0 +1,549 @@
+"""The store: jobs and outbox rows, spoken to in domain verbs.
+
+The engine and the facade never write SQL; they call these verbs. Each verb is
+one transaction. Writes by a worker are conditional on the job still being
+active and still carrying the worker's fencing token, so a cancel, or another
+worker that took over an expired lease, always wins over a late write.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import attrs
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Row
+
+from .database import DriverMode, TransactionRunner
+from .errors import LimitExceeded
+from .models import DeliveryStatus, Job, JobStatus, Notification, OutboxEntry
+from .schema import UTCDateTime, jobs, metadata, outbox
+from .state import Transition
+
+__all__ = ["DeliveryUpdate", "Store"]
+
+_ACTIVE = JobStatus.ACTIVE.value
+_PENDING = DeliveryStatus.PENDING.value
+
+
+@attrs.frozen(kw_only=True)
+class DeliveryUpdate:
+    """What became of one delivery attempt of an outbox entry."""
+
+    status: DeliveryStatus
+    attempts: int
+    next_attempt_at: datetime
+    sent_at: datetime | None = None
+    last_error: str | None = None
+    delivered_via: str | None = None
+    delivery_note: str | None = None
+
+
+def _job_from_row(row: Row[Any]) -> Job:
+    values = dict(row._mapping)
+    values["status"] = JobStatus(values["status"])
+    return Job(**values)
+
+
+def _entry_from_row(row: Row[Any]) -> OutboxEntry:
+    values = dict(row._mapping)
+    for private in ("lease_owner", "lease_expires_at"):
+        values.pop(private)
+    values["status"] = DeliveryStatus(values["status"])
+    values["notification"] = Notification.from_dict(values.pop("payload"))
+    return OutboxEntry(**values)
+
+
+def _job_values(job: Job) -> dict[str, Any]:
+    values = attrs.asdict(job, recurse=False)
+    values["status"] = job.status.value
+    return values
+
+
+_UPDATED_JOB_FIELDS = (
+    "status",
+    "attempts",
+    "next_run_at",
+    "updated_at",
+    "completed_at",
+    "last_result",
+    "last_error",
+    "last_checked_at",
+)
+
+
+class Store:
+    """Durable jobs and outbox on SQLite or PostgreSQL (see :mod:`circleback.core.database`)."""
+
+    def __init__(
+        self,
+        url: str | sa.URL,
+        *,
+        driver: DriverMode = "auto",
+        engine_options: dict[str, Any] | None = None,
+    ) -> None:
+        self._runner = TransactionRunner(url, mode=driver, engine_options=engine_options)
+        self._opened = False
+
+    @property
+    def runner(self) -> TransactionRunner:
+        """Where transactions run; for tests and tools that need the raw engine."""
+        return self._runner
+
+    @property
+    def dialect_name(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self._runner.dialect_name
+
+    @property
+    def _locks_rows(self) -> bool:
+        return self.dialect_name == "postgresql"
+
+    async def open(self) -> None:
+        """Connect, and create the tables when the database has none yet."""
+        if self._opened:
+            return
+        self._runner.open()
+        await self._runner.run(metadata.create_all)
+        self._opened = True
+
+    async def aclose(self) -> None:
+        """Close every connection."""
+        await self._runner.aclose()
+        self._opened = False
+
+    # -- jobs: the facade's verbs ---------------------------------------------------------
+
+    async def insert_job(self, job: Job, *, max_active_per_user: int) -> None:
+        """Store a new job, unless its user already has ``max_active_per_user`` active jobs."""
+        await self._runner.run(self._insert_job, job, max_active_per_user)
+
+    @staticmethod
+    def _insert_job(conn: Connection, job: Job, max_active: int) -> None:
+        active = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(jobs)
+            .where(jobs.c.user_id == job.user_id, jobs.c.status == _ACTIVE)
+        ).scalar_one()
+        if active >= max_active:
+            raise LimitExceeded(
+                "job_type",
+                f"this user already has {active} active jobs, the most allowed; "
+                "cancel some or wait for them to finish",
+            )
+        conn.execute(sa.insert(jobs).values(_job_values(job)))
+
+    async def get_job(self, user_id: str, job_id: uuid.UUID) -> Job | None:
+        """The job ``job_id`` if it belongs to ``user_id``."""
+        return await self._runner.run(self._get_job, user_id, job_id, readonly=True)
+
+    @staticmethod
+    def _get_job(conn: Connection, user_id: str, job_id: uuid.UUID) -> Job | None:
+        row = conn.execute(
+            sa.select(jobs).where(jobs.c.id == job_id, jobs.c.user_id == user_id)
+        ).first()
+        return _job_from_row(row) if row else None
+
+    async def list_jobs(
+        self,
+        user_id: str,
+        *,
+        status: JobStatus | None = None,
+        workflow_id: uuid.UUID | None = None,
+        limit: int = 100,
+    ) -> list[Job]:
+        """The user's jobs, newest first."""
+        return await self._runner.run(
+            self._list_jobs, user_id, status, workflow_id, limit, readonly=True
+        )
+
+    @staticmethod
+    def _list_jobs(
+        conn: Connection,
+        user_id: str,
+        status: JobStatus | None,
+        workflow_id: uuid.UUID | None,
+        limit: int,
+    ) -> list[Job]:
+        query = sa.select(jobs).where(jobs.c.user_id == user_id)
+        if status is not None:
+            query = query.where(jobs.c.status == status.value)
+        if workflow_id is not None:
+            query = query.where(jobs.c.workflow_id == workflow_id)
+        query = query.order_by(jobs.c.created_at.desc(), jobs.c.id).limit(limit)
+        return [_job_from_row(row) for row in conn.execute(query)]
+
+    async def cancel_jobs(
+        self,
+        user_id: str,
+        now: datetime,
+        *,
+        job_id: uuid.UUID | None = None,
+        workflow_id: uuid.UUID | None = None,
+    ) -> tuple[list[Job], list[Job]]:
+        """Cancel the user's active job ``job_id``, or every active job of ``workflow_id``.
+
+        This is the state machine's ``Cancel`` transition as one conditional
+        write: only rows still ``active`` change. Returns (cancelled jobs, the
+        matching jobs that had already finished and were left as they were).
+        """
+        return await self._runner.run(self._cancel_jobs, user_id, now, job_id, workflow_id)
+
+    @staticmethod
+    def _cancel_jobs(
+        conn: Connection,
+        user_id: str,
+        now: datetime,
+        job_id: uuid.UUID | None,
+        workflow_id: uuid.UUID | None,
+    ) -> tuple[list[Job], list[Job]]:
+        if (job_id is None) == (workflow_id is None):
+            raise ValueError("give exactly one of job_id and workflow_id")
+        match = jobs.c.id == job_id if job_id is not None else jobs.c.workflow_id == workflow_id
+        cancelled = [
+            _job_from_row(row)
+            for row in conn.execute(
+                sa.update(jobs)
+                .where(match, jobs.c.user_id == user_id, jobs.c.status == _ACTIVE)
+                .values(
+                    status=JobStatus.CANCELLED.value,
+                    completed_at=now,
+                    updated_at=now,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                )
+                .returning(*jobs.c)
+            )
+        ]
+        done = {job.id for job in cancelled}
+        untouched = [
+            _job_from_row(row)
+            for row in conn.execute(sa.select(jobs).where(match, jobs.c.user_id == user_id))
+            if row.id not in done
+        ]
+        return cancelled, untouched
+
+    # -- jobs: the engine's verbs ---------------------------------------------------------
+
+    async def claim_due_jobs(
+        self, worker_id: str, now: datetime, *, limit: int, lease_seconds: float
+    ) -> list[Job]:
+        """Lease up to ``limit`` due jobs to ``worker_id``; returns them with their new token.
+
+        Due means active, ``next_run_at <= now`` and no live lease. One
+        statement: ``FOR UPDATE SKIP LOCKED`` on PostgreSQL; on SQLite a
+        compare-and-set update under the database's write lock.
+        """
+        if limit <= 0:
+            return []
+        return await self._runner.run(self._claim_due_jobs, worker_id, now, limit, lease_seconds)
+
+    def claim_statement(
+        self, worker_id: str, now: datetime, limit: int, lease_seconds: float
+    ) -> sa.Update:
+        """The claim as a SQL statement (exposed so tests can read its query plan)."""
+        free = sa.or_(jobs.c.lease_expires_at.is_(None), jobs.c.lease_expires_at <= now)
+        due = (
+            sa.select(jobs.c.id)
+            .where(jobs.c.status == _ACTIVE, jobs.c.next_run_at <= now, free)
+            .order_by(jobs.c.next_run_at)
+            .limit(limit)
+        )
+        if self._locks_rows:
+            due = due.with_for_update(skip_locked=True)
+        return (
+            sa.update(jobs)
+            .where(jobs.c.id.in_(due.scalar_subquery()), jobs.c.status == _ACTIVE, free)
+            .values(
+                lease_owner=worker_id,
+                lease_expires_at=now + timedelta(seconds=lease_seconds),
+                lease_token=jobs.c.lease_token + 1,
+            )
+            .returning(*jobs.c)
+        )
+
+    def _claim_due_jobs(
+        self, conn: Connection, worker_id: str, now: datetime, limit: int, lease_seconds: float
+    ) -> list[Job]:
+        rows = conn.execute(self.claim_statement(worker_id, now, limit, lease_seconds))
+        claimed = [_job_from_row(row) for row in rows]
+        claimed.sort(key=lambda job: job.next_run_at)
+        return claimed
+
+    async def record_outcomes(
+        self, worker_id: str, transitions: Sequence[tuple[Job, Transition]], now: datetime
+    ) -> set[uuid.UUID]:
+        """Apply check transitions of jobs that ``worker_id`` claimed, in one transaction.
+
+        Each pair is (the job as claimed, with its fencing token; its transition).
+        A transition is written only if the job is still active and still holds
+        that token; a finishing transition writes its outbox row in the same
+        transaction. Returns the ids whose transitions were applied.
+        """
+        if not transitions:
+            return set()
+        return await self._runner.run(self._record_outcomes, worker_id, list(transitions), now)
+
+    def _record_outcomes(
+        self,
+        conn: Connection,
+        worker_id: str,
+        transitions: list[tuple[Job, Transition]],
+        now: datetime,
+    ) -> set[uuid.UUID]:
+        ids = [claimed.id for claimed, _ in transitions]
+        holders = sa.select(jobs.c.id, jobs.c.lease_token).where(
+            jobs.c.id.in_(ids), jobs.c.status == _ACTIVE, jobs.c.lease_owner == worker_id
+        )
+        if self._locks_rows:
+            holders = holders.with_for_update()
+        tokens = {row[0]: row[1] for row in conn.execute(holders)}
+        applied = [
+            (claimed, transition)
+            for claimed, transition in transitions
+            if transition.changed and tokens.get(claimed.id) == claimed.lease_token
+        ]
+        if not applied:
+            return set()
+        conn.execute(
+            sa.update(jobs)
+            .where(
+                jobs.c.id == sa.bindparam("b_id"),
+                jobs.c.lease_token == sa.bindparam("b_token"),
+                jobs.c.status == _ACTIVE,
+            )
+            .values(
+                {name: sa.bindparam(f"b_{name}") for name in _UPDATED_JOB_FIELDS}
+                | {"lease_owner": None, "lease_expires_at": None}
+            ),
+            [
+                {"b_id": claimed.id, "b_token": claimed.lease_token}
+                | {
+                    f"b_{name}": value
+                    for name, value in _job_values(transition.job).items()
+                    if name in _UPDATED_JOB_FIELDS
+                }
+                for claimed, transition in applied
+            ],
+        )
+        messages = [
+            _outbox_values(transition, now) for _, transition in applied if transition.message
+        ]
+        if messages:
+            conn.execute(sa.insert(outbox), messages)
+        return {claimed.id for claimed, _ in applied}
+
+    async def release_jobs(self, worker_id: str, claimed: Iterable[Job]) -> int:
+        """Give back leases without recording a check (a stopping worker's jobs in flight)."""
+        pairs = [(job.id, job.lease_token) for job in claimed]
+        if not pairs:
+            return 0
+        return await self._runner.run(self._release, jobs, worker_id, pairs)
+
+    @staticmethod
+    def _release(
+        conn: Connection, table: sa.Table, worker_id: str, pairs: list[tuple[uuid.UUID, int]]
+    ) -> int:
+        result = conn.execute(
+            sa.update(table)
+            .where(
+                table.c.id == sa.bindparam("b_id"),
+                table.c.lease_token == sa.bindparam("b_token"),
+                table.c.lease_owner == worker_id,
+            )
+            .values(lease_owner=None, lease_expires_at=None),
+            [{"b_id": job_id, "b_token": token} for job_id, token in pairs],
+        )
+        return int(result.rowcount)
+
+    async def reap_expired_leases(self, now: datetime) -> int:
+        """Clear leases that expired (their holder died or stalled); returns how many."""
+        return await self._runner.run(self._reap_expired_leases, now)
+
+    @staticmethod
+    def _reap_expired_leases(conn: Connection, now: datetime) -> int:
+        count = 0
+        for table in (jobs, outbox):
+            result = conn.execute(
+                sa.update(table)
+                .where(table.c.lease_expires_at.is_not(None), table.c.lease_expires_at <= now)
+                .values(lease_owner=None, lease_expires_at=None)
+            )
+            count += int(result.rowcount)
+        return count
+
+    async def next_due_time(self) -> datetime | None:
+        """When the earliest active job is due, counting a leased job as due when its lease ends."""
+        return await self._runner.run(self._next_due_time, readonly=True)
+
+    @staticmethod
+    def _next_due_time(conn: Connection) -> datetime | None:
+        due = conn.execute(
+            sa.select(jobs.c.next_run_at)
+            .where(jobs.c.status == _ACTIVE, jobs.c.lease_expires_at.is_(None))
+            .order_by(jobs.c.next_run_at)
+            .limit(1)
+        ).scalar()
+        expiry = conn.execute(
+            sa.select(sa.func.min(jobs.c.lease_expires_at)).where(
+                jobs.c.lease_expires_at.is_not(None)
+            )
+        ).scalar()
+        if expiry is not None:
+            expiry = UTCDateTime().process_result_value(expiry, conn.dialect)
+        candidates = [moment for moment in (due, expiry) if moment is not None]
+        return min(candidates) if candidates else None
+
+    async def count_unfinished(self) -> tuple[int, int]:
+        """(active jobs, outbox entries not yet sent or dead): zero and zero means idle."""
+        return await self._runner.run(self._count_unfinished, readonly=True)
+
+    @staticmethod
+    def _count_unfinished(conn: Connection) -> tuple[int, int]:
+        active = conn.execute(
+            sa.select(sa.func.count()).select_from(jobs).where(jobs.c.status == _ACTIVE)
+        ).scalar_one()
+        pending = conn.execute(
+            sa.select(sa.func.count()).select_from(outbox).where(outbox.c.status == _PENDING)
+        ).scalar_one()
+        return int(active), int(pending)
+
+    # -- the outbox ------------------------------------------------------------------------
+
+    async def claim_deliveries(
+        self, worker_id: str, now: datetime, *, limit: int, lease_seconds: float
+    ) -> list[OutboxEntry]:
+        """Lease up to ``limit`` pending outbox entries that are due for a (re)try."""
+        if limit <= 0:
+            return []
+        return await self._runner.run(
+            self._claim_deliveries, worker_id, now, limit, lease_seconds
+        )
+
+    def _claim_deliveries(
+        self, conn: Connection, worker_id: str, now: datetime, limit: int, lease_seconds: float
+    ) -> list[OutboxEntry]:
+        free = sa.or_(outbox.c.lease_expires_at.is_(None), outbox.c.lease_expires_at <= now)
+        due = (
+            sa.select(outbox.c.id)
+            .where(outbox.c.status == _PENDING, outbox.c.next_attempt_at <= now, free)
+            .order_by(outbox.c.next_attempt_at)
+            .limit(limit)
+        )
+        if self._locks_rows:
+            due = due.with_for_update(skip_locked=True)
+        rows = conn.execute(
+            sa.update(outbox)
+            .where(outbox.c.id.in_(due.scalar_subquery()), outbox.c.status == _PENDING, free)
+            .values(
+                lease_owner=worker_id,
+                lease_expires_at=now + timedelta(seconds=lease_seconds),
+                lease_token=outbox.c.lease_token + 1,
+            )
+            .returning(*outbox.c)
+        )
+        return [_entry_from_row(row) for row in rows]
+
+    async def record_deliveries(
+        self, worker_id: str, updates: Sequence[tuple[OutboxEntry, DeliveryUpdate]]
+    ) -> int:
+        """Write what became of claimed deliveries (fenced like job outcomes); returns how many."""
+        if not updates:
+            return 0
+        return await self._runner.run(self._record_deliveries, worker_id, list(updates))
+
+    @staticmethod
+    def _record_deliveries(
+        conn: Connection, worker_id: str, updates: list[tuple[OutboxEntry, DeliveryUpdate]]
+    ) -> int:
+        fields = ("status", "attempts", "next_attempt_at", "sent_at", "last_error",
+                  "delivered_via", "delivery_note")
+        result = conn.execute(
+            sa.update(outbox)
+            .where(
+                outbox.c.id == sa.bindparam("b_id"),
+                outbox.c.lease_token == sa.bindparam("b_token"),
+                outbox.c.lease_owner == worker_id,
+                outbox.c.status == _PENDING,
+            )
+            .values(
+                {name: sa.bindparam(f"b_{name}") for name in fields}
+                | {"lease_owner": None, "lease_expires_at": None}
+            ),
+            [
+                {"b_id": entry.id, "b_token": entry.lease_token}
+                | {f"b_{name}": getattr(update, name) for name in fields}
+                for entry, update in updates
+            ],
+        )
+        return int(result.rowcount)
+
+    async def release_deliveries(self, worker_id: str, entries: Iterable[OutboxEntry]) -> int:
+        """Give back leases of deliveries that a stopping worker did not finish."""
+        pairs = [(entry.id, entry.lease_token) for entry in entries]
+        if not pairs:
+            return 0
+        return await self._runner.run(self._release, outbox, worker_id, pairs)
+
+    async def next_delivery_time(self) -> datetime | None:
+        """When the earliest pending outbox entry is due for a (re)try."""
+        return await self._runner.run(self._next_delivery_time, readonly=True)
+
+    @staticmethod
+    def _next_delivery_time(conn: Connection) -> datetime | None:
+        return conn.execute(
+            sa.select(outbox.c.next_attempt_at)
+            .where(outbox.c.status == _PENDING)
+            .order_by(outbox.c.next_attempt_at)
+            .limit(1)
+        ).scalar()
+
+    async def list_outbox(
+        self, *, status: DeliveryStatus | None = None, limit: int = 100
+    ) -> list[OutboxEntry]:
+        """Outbox entries, newest first (``status=DEAD`` is the dead-letter list)."""
+        return await self._runner.run(self._list_outbox, status, limit, readonly=True)
+
+    @staticmethod
+    def _list_outbox(
+        conn: Connection, status: DeliveryStatus | None, limit: int
+    ) -> list[OutboxEntry]:
+        query = sa.select(outbox)
+        if status is not None:
+            query = query.where(outbox.c.status == status.value)
+        query = query.order_by(outbox.c.created_at.desc()).limit(limit)
+        return [_entry_from_row(row) for row in conn.execute(query)]
+
+
+def _outbox_values(transition: Transition, now: datetime) -> dict[str, Any]:
+    job, message = transition.job, transition.message
+    assert message is not None
+    notification = Notification(
+        notification_id=uuid.uuid4(),
+        type=message.type,
+        job_id=job.id,
+        workflow_id=job.workflow_id,
+        status=message.status,
+        message=message.text,
+        user_id=job.user_id,
+        platform=job.platform,
+        platform_channel_id=job.platform_channel_id,
+        platform_thread_id=job.platform_thread_id,
+        conversation_id=job.conversation_id,
+        created_at=now,
+    )
+    return {
+        "id": notification.notification_id,
+        "job_id": job.id,
+        "on_complete": job.on_complete,
+        "payload": notification.to_dict(),
+        "result": message.result,
+        "status": _PENDING,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+        "lease_token": 0,
+    }

@@ -1,0 +1,106 @@
+"""The engine end to end on SQLite: add → check → record → deliver, on asyncio and trio."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+
+import anyio
+import pytest
+
+import circleback
+from circleback import Caller, CheckOutcome, JobStatus, ManualClock, Settings
+from circleback.notifiers.notify import NotifyNotifier
+from circleback.testing import TestingPlugin
+
+
+async def test_delay_job_fires_once_and_notifies_on_stdout(
+    make_settings: Callable[..., Settings], caller: Caller, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with circleback.Engine(make_settings(), load_entry_points=False) as engine:
+        job = await engine.scheduler.add_job(
+            caller,
+            {"job_type": "delay", "check_config": {"delay_seconds": 0.2},
+             "on_success_message": "done: {result} ({job_id})"},
+        )
+        with anyio.fail_after(10):
+            await engine.wait_until_idle(poll_seconds=0.02)
+        stored = await engine.scheduler.get_job(caller, job.id)
+    assert stored.status is JobStatus.COMPLETED
+    assert stored.attempts == 1
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert len(lines) == 1
+    payload = json.loads(lines[0])
+    assert payload["type"] == "scheduler.job_completed"
+    assert payload["job_id"] == str(job.id)
+    assert payload["message"] == f'done: {{"delay_seconds":0.2}} ({job.id})'
+    assert payload["platform_channel_id"] == "C1"
+    assert payload["platform_thread_id"] == "T1"
+    assert set(payload) == {
+        "type", "notification_id", "job_id", "workflow_id", "status", "message", "user_id",
+        "platform", "platform_channel_id", "platform_thread_id", "conversation_id", "created_at",
+    }
+
+
+async def test_poll_fails_after_max_attempts_with_default_message(
+    make_settings: Callable[..., Settings], caller: Caller
+) -> None:
+    plugin = TestingPlugin()
+    clock = ManualClock()
+    async with circleback.Engine(
+        make_settings(), plugins=[plugin], load_entry_points=False, worker=False, clock=clock
+    ) as engine:
+        job = await engine.scheduler.add_job(
+            caller,
+            {"job_type": "scripted", "check_config": {}, "on_success_message": "ok",
+             "on_complete": "record", "interval_seconds": 5, "max_attempts": 3},
+        )
+        for expected_attempts in (1, 2):
+            assert await engine.run_due_jobs() == 1
+            assert await engine.run_due_jobs() == 0  # not due again until the interval passed
+            current = await engine.scheduler.get_job(caller, job.id)
+            assert current.status is JobStatus.ACTIVE
+            assert current.attempts == expected_attempts
+            clock.advance(5)
+        assert await engine.run_due_jobs() == 1
+        assert await engine.deliver_due() == 1
+        final = await engine.scheduler.get_job(caller, job.id)
+    assert final.status is JobStatus.FAILED
+    assert final.attempts == 3
+    [notification] = plugin.notifier.delivered
+    assert notification.status is JobStatus.FAILED
+    assert "after 3 checks" in notification.message
+    assert "scripted: nothing queued" in notification.message
+
+
+async def test_cancel_wins_over_a_check_in_flight(
+    make_settings: Callable[..., Settings], caller: Caller
+) -> None:
+    plugin = TestingPlugin()
+    plugin.checker.gate = anyio.Event()
+    async with circleback.Engine(
+        make_settings(), plugins=[plugin], load_entry_points=False
+    ) as engine:
+        job = await engine.scheduler.add_job(
+            caller,
+            {"job_type": "scripted", "check_config": {}, "on_success_message": "ok",
+             "on_complete": "record", "interval_seconds": 1},
+        )
+        plugin.checker.push(job.id, CheckOutcome.met("late"))
+        with anyio.fail_after(5):
+            while not plugin.checker.checks:
+                await anyio.sleep(0.01)
+        cancelled = await engine.scheduler.cancel_job(caller, job.id)
+        assert cancelled.status is JobStatus.CANCELLED
+        plugin.checker.gate.set()
+        await anyio.sleep(0.3)
+        assert (await engine.scheduler.get_job(caller, job.id)).status is JobStatus.CANCELLED
+    assert plugin.notifier.delivered == []
+
+
+async def test_stdout_notifier_writes_one_json_line() -> None:
+    stream = io.StringIO()
+    notifier = NotifyNotifier(stream=stream)
+    assert notifier.name == "notify"
+    assert stream.getvalue() == ""
