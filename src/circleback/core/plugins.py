@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterable, Mapping
 
 import pluggy
@@ -13,11 +14,15 @@ from .errors import PluginError
 __all__ = ["PluginRegistry", "make_plugin_manager"]
 
 
-def _builtin_plugins() -> list[object]:
-    from ..checkers import delay
-    from ..notifiers import notify
+#: The modules of the built-in plugins, registered like any third-party plugin.
+BUILTIN_PLUGINS = (
+    "circleback.checkers.delay",
+    "circleback.notifiers.notify",
+)
 
-    return [delay, notify]
+
+def _builtin_plugins() -> list[object]:
+    return [importlib.import_module(name) for name in BUILTIN_PLUGINS]
 
 
 def make_plugin_manager(
@@ -30,7 +35,7 @@ def make_plugin_manager(
     manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
     manager.add_hookspecs(hookspecs)
     for plugin in _builtin_plugins():
-        manager.register(plugin, name=f"circleback.builtin.{getattr(plugin, '__name__', plugin)}")
+        manager.register(plugin, name=getattr(plugin, "__name__", None))
     for plugin in plugins:
         manager.register(plugin)
     if load_entry_points:
