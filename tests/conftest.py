@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import inspect
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -24,13 +23,6 @@ TEST_LIMITS = Limits(min_interval_seconds=0.01)
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     """Every async test runs once under asyncio and once under trio."""
     return str(request.param)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        function = getattr(item, "function", None)
-        if function is not None and inspect.iscoroutinefunction(function):
-            item.add_marker(pytest.mark.anyio)
 
 
 @pytest.fixture

@@ -151,15 +151,21 @@ class TransactionRunner:
         if self._limiter is None:
             raise RuntimeError("the runner is not open")
         async with self._limiter:
-            if self._async_engine is not None:
-                engine = self._async_engine
-                if readonly:
-                    engine = engine.execution_options(circleback_readonly=True)
-                async with engine.begin() as connection:
-                    return await connection.run_sync(fn, *args)
-            return await anyio.to_thread.run_sync(
-                functools.partial(self._run_in_thread, fn, args, readonly)
-            )
+            # A transaction runs to its end: cancelling it half-way would leave the
+            # connection in an unknown state (and aiosqlite hanging on close).
+            with anyio.CancelScope(shield=True):
+                return await self._run(fn, args, readonly)
+
+    async def _run(self, fn: Callable[..., T], args: tuple[Any, ...], readonly: bool) -> T:
+        if self._async_engine is not None:
+            engine = self._async_engine
+            if readonly:
+                engine = engine.execution_options(circleback_readonly=True)
+            async with engine.begin() as connection:
+                return await connection.run_sync(fn, *args)
+        return await anyio.to_thread.run_sync(
+            functools.partial(self._run_in_thread, fn, args, readonly)
+        )
 
     def _run_in_thread(self, fn: Callable[..., T], args: tuple[Any, ...], readonly: bool) -> T:
         engine = self.sync_engine

@@ -94,6 +94,7 @@ class Engine:
         self._registry: PluginRegistry | None = None
         self._runtime: Runtime | None = None
         self._scheduler: Scheduler | None = None
+        self._reaper_scope = anyio.CancelScope()
         tuning = self.settings.tuning
         self._jobs = WorkPipeline[Job, CheckOutcome](
             name="checks",
@@ -173,7 +174,7 @@ class Engine:
                 await group.start(self._jobs_loop, grace)
                 await group.start(self._deliveries_loop, grace)
                 group.start_soon(self._reaper_loop)
-                stack.callback(group.cancel_scope.cancel)  # the reaper never ends by itself
+                stack.callback(self._reaper_scope.cancel)
                 stack.callback(self._deliveries.stop)
                 stack.callback(self._jobs.stop)
         except BaseException:
@@ -224,6 +225,10 @@ class Engine:
         await self._deliveries.run(grace_seconds=grace, task_status=task_status)
 
     async def _reaper_loop(self) -> None:
+        with self._reaper_scope:
+            await self._reap_forever()
+
+    async def _reap_forever(self) -> None:
         period = self.settings.tuning.lease_seconds / 3
         while True:
             await anyio.sleep(period)
