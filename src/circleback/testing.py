@@ -95,7 +95,7 @@ class RecordingNotifier(Notifier):
 
 
 class TestingPlugin:
-    """A plugin object registering one :class:`ScriptedChecker` and one :class:`RecordingNotifier`."""
+    """Registers one :class:`ScriptedChecker` and one :class:`RecordingNotifier`."""
 
     __test__ = False  # not a pytest test class
 

@@ -154,7 +154,8 @@ class TransactionRunner:
             # A transaction runs to its end: cancelling it half-way would leave the
             # connection in an unknown state (and aiosqlite hanging on close).
             with anyio.CancelScope(shield=True):
-                return await self._run(fn, args, readonly)
+                result = await self._run(fn, args, readonly)
+        return result
 
     async def _run(self, fn: Callable[..., T], args: tuple[Any, ...], readonly: bool) -> T:
         if self._async_engine is not None:
