@@ -28,7 +28,14 @@ from sqlalchemy.pool import StaticPool
 
 from .errors import ConfigurationError
 
-__all__ = ["DriverMode", "TransactionRunner", "make_url_for"]
+__all__ = [
+    "DriverMode",
+    "TransactionRunner",
+    "create_sync_engine",
+    "is_memory_sqlite",
+    "make_url_for",
+    "server_settings_from_options",
+]
 
 T = TypeVar("T")
 DriverMode = Literal["auto", "async", "thread"]
@@ -50,8 +57,41 @@ def make_url_for(url: str | sa.URL, mode: Literal["async", "thread"]) -> sa.URL:
     return parsed.set(drivername=f"{backend}+{drivers[backend]}")
 
 
-def _is_memory_sqlite(url: sa.URL) -> bool:
+def server_settings_from_options(url: sa.URL) -> tuple[sa.URL, dict[str, str]]:
+    """Move libpq's ``options=-c name=value`` out of ``url`` into a settings dict.
+
+    psycopg understands ``options``; asyncpg takes ``server_settings`` instead.
+    """
+    raw = url.query.get("options")
+    if not raw:
+        return url, {}
+    text = raw if isinstance(raw, str) else " ".join(raw)
+    settings: dict[str, str] = {}
+    tokens = text.replace("-c ", "-c").split()
+    for token in tokens:
+        if not token.startswith("-c") or "=" not in token:
+            raise ConfigurationError(f"cannot pass the libpq option {token!r} to asyncpg")
+        name, _, value = token[2:].partition("=")
+        settings[name] = value
+    return url.difference_update_query(["options"]), settings
+
+
+def is_memory_sqlite(url: sa.URL) -> bool:
+    """Whether ``url`` names an in-memory SQLite database (private to one connection pool)."""
     return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+
+
+def create_sync_engine(url: str | sa.URL, **options: Any) -> Engine:
+    """A synchronous engine for ``url`` configured like the store's (SQLite pragmas and all)."""
+    parsed = make_url_for(url, "thread")
+    if parsed.get_backend_name() == "sqlite":
+        options.setdefault("connect_args", {"check_same_thread": False})
+    else:
+        options.setdefault("pool_pre_ping", True)
+    engine = sa.create_engine(parsed, **options)
+    if parsed.get_backend_name() == "sqlite":
+        _configure_sqlite(engine)
+    return engine
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -98,6 +138,11 @@ class TransactionRunner:
         return self._url.get_backend_name()
 
     @property
+    def url(self) -> sa.URL:
+        """The database URL as configured (without a driver chosen)."""
+        return self._url
+
+    @property
     def mode(self) -> Literal["async", "thread"]:
         """The driver mode in use (known once opened)."""
         if self._mode is None:
@@ -126,12 +171,18 @@ class TransactionRunner:
                 f"the async database drivers need asyncio; under {backend} use driver 'thread'"
             )
         options = dict(self._engine_options)
-        memory = _is_memory_sqlite(self._url)
+        memory = is_memory_sqlite(self._url)
         if memory:
             options.setdefault("poolclass", StaticPool)
         if self.dialect_name == "sqlite":
             options.setdefault("connect_args", {"check_same_thread": False})
         url = make_url_for(self._url, mode)
+        if self.dialect_name == "postgresql":
+            options.setdefault("pool_pre_ping", True)
+            if mode == "async":
+                url, server_settings = server_settings_from_options(url)
+                if server_settings:
+                    options.setdefault("connect_args", {"server_settings": server_settings})
         if mode == "async":
             self._async_engine = create_async_engine(url, **options)
             sync_engine = self._async_engine.sync_engine

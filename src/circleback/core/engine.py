@@ -9,6 +9,7 @@ period, gives back the leases of the rest, and closes everything, shielded.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -25,7 +26,8 @@ import attrs
 
 from .abc import Checker, DeliveryContext, DeliveryFailed, DeliveryReceipt, Notifier, Runtime
 from .clock import Clock, SystemClock
-from .database import DriverMode
+from .database import DriverMode, is_memory_sqlite
+from .heartbeat import Heartbeat
 from .models import CheckOutcome, CheckStatus, DeliveryStatus, Job, OutboxEntry
 from .pipeline import WorkPipeline
 from .plugins import PluginRegistry, make_plugin_manager
@@ -33,11 +35,14 @@ from .scheduler import Scheduler
 from .settings import Settings
 from .state import CheckResult, apply_event
 from .store import DeliveryUpdate, Store
+from .wakeups import PostgresWakeups
 
 __all__ = ["Engine"]
 
 logger = logging.getLogger("circleback.engine")
 
+#: Workers silent for this long are dropped from the workers table.
+_FORGET_WORKERS_AFTER = timedelta(days=1)
 #: Largest JSON text of a check result kept with the job and its message.
 _MAX_STORED_RESULT_CHARS = 16_384
 
@@ -94,7 +99,9 @@ class Engine:
         self._registry: PluginRegistry | None = None
         self._runtime: Runtime | None = None
         self._scheduler: Scheduler | None = None
-        self._reaper_scope = anyio.CancelScope()
+        self._background_scopes: list[anyio.CancelScope] = []
+        #: The PostgreSQL wake-up listener, while one runs.
+        self.wakeups: PostgresWakeups | None = None
         tuning = self.settings.tuning
         self._jobs = WorkPipeline[Job, CheckOutcome](
             name="checks",
@@ -169,12 +176,19 @@ class Engine:
             )
             if self._run_worker:
                 await self._start_plugins(stack)
+                if not is_memory_sqlite(self.store.runner.url):
+                    heartbeat = self._make_heartbeat()
+                    await heartbeat.start()
+                    stack.push_async_callback(self._shielded, heartbeat.stop)
                 group = await stack.enter_async_context(anyio.create_task_group())
+                if self.store.dialect_name == "postgresql":
+                    self.wakeups = PostgresWakeups(self.store.runner.url, self.wake, logger)
+                    group.start_soon(self._listen_for_wakeups, self.wakeups)
                 grace = self.settings.tuning.shutdown_grace_seconds
                 await group.start(self._jobs_loop, grace)
                 await group.start(self._deliveries_loop, grace)
                 group.start_soon(self._reaper_loop)
-                stack.callback(self._reaper_scope.cancel)
+                stack.callback(self._cancel_background)
                 stack.callback(self._deliveries.stop)
                 stack.callback(self._jobs.stop)
         except BaseException:
@@ -224,8 +238,38 @@ class Engine:
     ) -> None:
         await self._deliveries.run(grace_seconds=grace, task_status=task_status)
 
+    def _make_heartbeat(self) -> Heartbeat:
+        tuning = self.settings.tuning
+
+        def fenced(items: list[Job] | list[OutboxEntry]) -> list[tuple[uuid.UUID, int]]:
+            return [(item.id, item.lease_token) for item in items]
+
+        return Heartbeat(
+            url=self.store.runner.url,
+            worker_id=self.worker_id,
+            clock=self.clock,
+            period=tuning.heartbeat_interval,
+            lease_seconds=tuning.lease_seconds,
+            held_jobs=lambda: fenced(self._jobs.held()),
+            held_deliveries=lambda: fenced(self._deliveries.held()),
+            logger=logger,
+        )
+
+    def _cancel_background(self) -> None:
+        for scope in self._background_scopes:
+            scope.cancel()
+
+    def _background_scope(self) -> anyio.CancelScope:
+        scope = anyio.CancelScope()
+        self._background_scopes.append(scope)
+        return scope
+
+    async def _listen_for_wakeups(self, wakeups: PostgresWakeups) -> None:
+        with self._background_scope():
+            await wakeups.run()
+
     async def _reaper_loop(self) -> None:
-        with self._reaper_scope:
+        with self._background_scope():
             await self._reap_forever()
 
     async def _reap_forever(self) -> None:
@@ -241,6 +285,8 @@ class Engine:
                 logger.warning("took back %d expired leases of stalled or dead workers", reaped)
                 self._jobs.wake()
                 self._deliveries.wake()
+            with contextlib.suppress(Exception):
+                await self.store.forget_workers(self.clock.now() - _FORGET_WORKERS_AFTER)
 
     def wake(self) -> None:
         """Look for due jobs and messages now (after a change the engine did not see)."""

@@ -69,6 +69,10 @@ class WorkPipeline(Generic[ItemT, ResultT]):
         """How many items are being worked on or waiting to be recorded."""
         return len(self._in_flight)
 
+    def held(self) -> list[ItemT]:
+        """The items in flight; safe to call from another thread."""
+        return list(self._in_flight.copy().values())
+
     def wake(self) -> None:
         """Look for due items now instead of at the end of the current sleep."""
         self._woken = True

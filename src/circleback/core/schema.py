@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 
-__all__ = ["UTCDateTime", "jobs", "metadata", "outbox"]
+__all__ = ["UTCDateTime", "jobs", "metadata", "outbox", "workers"]
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
@@ -101,4 +101,17 @@ outbox = sa.Table(
     sa.Column("lease_expires_at", UTCDateTime()),
     sa.Column("lease_token", sa.BigInteger(), nullable=False, server_default="0"),
     sa.Index("ix_circleback_outbox_due", "status", "next_attempt_at"),
+)
+
+workers = sa.Table(
+    "circleback_workers",
+    metadata,
+    sa.Column("worker_id", sa.String(128), primary_key=True),
+    sa.Column("hostname", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer(), nullable=False),
+    sa.Column("started_at", UTCDateTime(), nullable=False),
+    sa.Column("heartbeat_at", UTCDateTime(), nullable=False),
+    sa.Column("stopped_at", UTCDateTime()),
+    sa.Column("jobs_held", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("deliveries_held", sa.Integer(), nullable=False, server_default="0"),
 )

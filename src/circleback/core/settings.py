@@ -52,6 +52,9 @@ class EngineTuning:
     check_timeout_seconds: float = attrs.field(default=30.0, validator=_positive)
     #: How long a claim is exclusive; must outlast the check timeout.
     lease_seconds: float = attrs.field(default=90.0, validator=_positive)
+    #: How often a worker renews its leases and reports that it is alive;
+    #: ``None``: a third of ``lease_seconds``, at most 5 s.
+    heartbeat_seconds: float | None = None
     #: Longest sleep between looks at the store, for jobs added by other processes.
     max_sleep_seconds: float = attrs.field(default=1.0, validator=_positive)
     #: Most messages handed to completion modes at once.
@@ -66,7 +69,19 @@ class EngineTuning:
     #: How long a stopping worker waits for checks in flight before releasing them.
     shutdown_grace_seconds: float = attrs.field(default=10.0, validator=_positive)
 
+    @property
+    def heartbeat_interval(self) -> float:
+        """Seconds between two heartbeats of a worker."""
+        if self.heartbeat_seconds is not None:
+            return self.heartbeat_seconds
+        return min(5.0, self.lease_seconds / 3)
+
     def __attrs_post_init__(self) -> None:
+        if self.heartbeat_seconds is not None and self.heartbeat_seconds * 2 >= self.lease_seconds:
+            raise ConfigurationError(
+                "heartbeat_seconds must be under half of lease_seconds, or a live worker's "
+                "leases could expire between two heartbeats"
+            )
         if self.lease_seconds <= self.check_timeout_seconds:
             raise ConfigurationError(
                 "lease_seconds must be longer than check_timeout_seconds, or a slow check "
@@ -92,6 +107,25 @@ def _split_list(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def _parse_bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in _TRUE | _FALSE:
+        return value in _TRUE
+    raise ConfigurationError(f"{name} must be true or false, not {raw!r}")
+
+
+def _parse_number(name: str, raw: str, kind: type[int] | type[float]) -> float:
+    try:
+        return kind(raw.strip())
+    except ValueError:
+        noun = "an integer" if kind is int else "a number"
+        raise ConfigurationError(f"{name} must be {noun}, not {raw!r}") from None
+
+
 @attrs.frozen(kw_only=True)
 class Settings:
     """Everything an engine, the CLI and the service need to know from the operator."""
@@ -105,6 +139,13 @@ class Settings:
     allow_networks: tuple[str, ...] = ()
     limits: Limits = attrs.field(factory=Limits)
     tuning: EngineTuning = attrs.field(factory=EngineTuning)
+    #: ``notify``: a PUBLISH that reached no subscriber is retried; False: fire and forget.
+    notify_require_subscriber: bool = True
+    #: ``resume_conversation``: tries of ``/continue`` per delivery before falling back to
+    #: ``notify``, each under the timeout, with a doubling backoff between them.
+    resume_attempts: int = attrs.field(default=3, validator=_positive)
+    resume_timeout_seconds: float = attrs.field(default=10.0, validator=_positive)
+    resume_backoff_seconds: float = attrs.field(default=0.5, validator=_positive)
 
     @classmethod
     def from_env(
@@ -127,5 +168,16 @@ class Settings:
             values["modules"] = _parse_modules(raw)
         if raw := env.get("CIRCLEBACK_ALLOW_NETWORKS"):
             values["allow_networks"] = _split_list(raw)
+        if raw := env.get("CIRCLEBACK_NOTIFY_REQUIRE_SUBSCRIBER"):
+            values["notify_require_subscriber"] = _parse_bool(
+                "CIRCLEBACK_NOTIFY_REQUIRE_SUBSCRIBER", raw
+            )
+        for field, name, kind in (
+            ("resume_attempts", "CIRCLEBACK_RESUME_ATTEMPTS", int),
+            ("resume_timeout_seconds", "CIRCLEBACK_RESUME_TIMEOUT", float),
+            ("resume_backoff_seconds", "CIRCLEBACK_RESUME_BACKOFF", float),
+        ):
+            if raw := env.get(name):
+                values[field] = _parse_number(name, raw, kind)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)

@@ -19,11 +19,13 @@ from sqlalchemy.engine import Connection, Row
 
 from .database import DriverMode, TransactionRunner
 from .errors import LimitExceeded
+from .migrate import current_revision, ensure_schema, head_revision
+from .migrate import upgrade as upgrade_schema
 from .models import DeliveryStatus, Job, JobStatus, Notification, OutboxEntry
-from .schema import UTCDateTime, jobs, metadata, outbox
+from .schema import UTCDateTime, jobs, outbox, workers
 from .state import Transition
 
-__all__ = ["DeliveryUpdate", "Store"]
+__all__ = ["WAKEUP_CHANNEL", "DeliveryUpdate", "Store", "WorkerInfo"]
 
 _ACTIVE = JobStatus.ACTIVE.value
 _PENDING = DeliveryStatus.PENDING.value
@@ -40,6 +42,20 @@ class DeliveryUpdate:
     last_error: str | None = None
     delivered_via: str | None = None
     delivery_note: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class WorkerInfo:
+    """A worker process as operators see it."""
+
+    worker_id: str
+    hostname: str
+    pid: int
+    started_at: datetime
+    heartbeat_at: datetime
+    stopped_at: datetime | None
+    jobs_held: int
+    deliveries_held: int
 
 
 def _job_from_row(row: Row[Any]) -> Job:
@@ -107,8 +123,15 @@ class Store:
         if self._opened:
             return
         self._runner.open()
-        await self._runner.run(metadata.create_all)
+        await self._runner.run(ensure_schema)
         self._opened = True
+
+    async def upgrade(self) -> tuple[str | None, str]:
+        """Migrate the schema to this version's; returns (revision before, revision after)."""
+        self._runner.open()
+        before = await self._runner.run(current_revision, readonly=True)
+        await self._runner.run(upgrade_schema)
+        return before, head_revision()
 
     async def aclose(self) -> None:
         """Close every connection."""
@@ -135,6 +158,7 @@ class Store:
                 "cancel some or wait for them to finish",
             )
         conn.execute(sa.insert(jobs).values(_job_values(job)))
+        _wake_other_workers(conn)
 
     async def get_job(self, user_id: str, job_id: uuid.UUID) -> Job | None:
         """The job ``job_id`` if it belongs to ``user_id``."""
@@ -218,6 +242,8 @@ class Store:
                 .returning(*jobs.c)
             )
         ]
+        if cancelled:
+            _wake_other_workers(conn)
         done = {job.id for job in cancelled}
         untouched = [
             _job_from_row(row)
@@ -358,6 +384,84 @@ class Store:
             [{"b_id": job_id, "b_token": token} for job_id, token in pairs],
         )
         return int(result.rowcount)
+
+    @staticmethod
+    def renew_leases_sync(
+        conn: Connection,
+        worker_id: str,
+        held_jobs: list[tuple[uuid.UUID, int]],
+        held_deliveries: list[tuple[uuid.UUID, int]],
+        now: datetime,
+        lease_seconds: float,
+    ) -> tuple[int, int]:
+        """Extend the leases ``worker_id`` still holds (fenced by token); returns how many held.
+
+        Synchronous on purpose: the heartbeat thread calls it with its own
+        connection, so a busy event loop cannot starve the renewal.
+        """
+        expires = now + timedelta(seconds=lease_seconds)
+        renewed = []
+        for table, held in ((jobs, held_jobs), (outbox, held_deliveries)):
+            if not held:
+                renewed.append(0)
+                continue
+            result = conn.execute(
+                sa.update(table)
+                .where(
+                    table.c.id == sa.bindparam("b_id"),
+                    table.c.lease_token == sa.bindparam("b_token"),
+                    table.c.lease_owner == worker_id,
+                )
+                .values(lease_expires_at=expires),
+                [{"b_id": item_id, "b_token": token} for item_id, token in held],
+            )
+            renewed.append(int(result.rowcount))
+        return renewed[0], renewed[1]
+
+    @staticmethod
+    def heartbeat_sync(
+        conn: Connection,
+        worker_id: str,
+        hostname: str,
+        pid: int,
+        now: datetime,
+        jobs_held: int,
+        deliveries_held: int,
+        stopped: bool = False,
+    ) -> None:
+        """Record that ``worker_id`` is alive (or, with ``stopped``, that it stopped cleanly)."""
+        values = {
+            "heartbeat_at": now,
+            "jobs_held": jobs_held,
+            "deliveries_held": deliveries_held,
+            "stopped_at": now if stopped else None,
+        }
+        updated = conn.execute(
+            sa.update(workers).where(workers.c.worker_id == worker_id).values(values)
+        ).rowcount
+        if not updated:
+            conn.execute(
+                sa.insert(workers).values(
+                    worker_id=worker_id, hostname=hostname, pid=pid, started_at=now, **values
+                )
+            )
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        """Every worker that has reported, latest heartbeat first."""
+        return await self._runner.run(self._list_workers, readonly=True)
+
+    @staticmethod
+    def _list_workers(conn: Connection) -> list[WorkerInfo]:
+        rows = conn.execute(sa.select(workers).order_by(workers.c.heartbeat_at.desc()))
+        return [WorkerInfo(**row._mapping) for row in rows]
+
+    async def forget_workers(self, before: datetime) -> int:
+        """Delete workers whose last heartbeat is older than ``before``."""
+        return await self._runner.run(self._forget_workers, before)
+
+    @staticmethod
+    def _forget_workers(conn: Connection, before: datetime) -> int:
+        return int(conn.execute(sa.delete(workers).where(workers.c.heartbeat_at < before)).rowcount)
 
     async def reap_expired_leases(self, now: datetime) -> int:
         """Clear leases that expired (their holder died or stalled); returns how many."""
@@ -516,6 +620,16 @@ class Store:
             query = query.where(outbox.c.status == status.value)
         query = query.order_by(outbox.c.created_at.desc()).limit(limit)
         return [_entry_from_row(row) for row in conn.execute(query)]
+
+
+#: PostgreSQL channel on which a new or cancelled job wakes every worker.
+WAKEUP_CHANNEL = "circleback_wakeup"
+
+
+def _wake_other_workers(conn: Connection) -> None:
+    """Tell other worker processes to look at the store now (sent when the transaction commits)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_notify(:channel, '')"), {"channel": WAKEUP_CHANNEL})
 
 
 def _outbox_values(transition: Transition, now: datetime) -> dict[str, Any]:

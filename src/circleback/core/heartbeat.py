@@ -1,0 +1,117 @@
+"""The worker's heartbeat: keeps its leases and its row in the workers table fresh.
+
+It runs in a thread of its own with its own database connection, so a busy
+event loop (thousands of checks, a CPU-heavy plugin) cannot starve lease
+renewal. A worker that is paused or killed stops beating: its leases expire
+and another worker takes its jobs over; the fencing token then refuses any
+late write of the paused one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+
+import anyio
+import anyio.to_thread
+import sqlalchemy as sa
+
+from .clock import Clock
+from .database import create_sync_engine
+from .store import Store
+
+__all__ = ["Heartbeat"]
+
+Held = Callable[[], list[tuple[uuid.UUID, int]]]
+
+
+class Heartbeat:
+    """Renews this worker's leases every ``period`` seconds from a background thread."""
+
+    def __init__(
+        self,
+        *,
+        url: str | sa.URL,
+        worker_id: str,
+        clock: Clock,
+        period: float,
+        lease_seconds: float,
+        held_jobs: Held,
+        held_deliveries: Held,
+        logger: logging.Logger,
+    ) -> None:
+        self._url = url
+        self._worker_id = worker_id
+        self._clock = clock
+        self._period = period
+        self._lease_seconds = lease_seconds
+        self._held_jobs = held_jobs
+        self._held_deliveries = held_deliveries
+        self._log = logger
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._engine: sa.Engine | None = None
+        self._hostname = socket.gethostname()
+        self._pid = os.getpid()
+
+    async def start(self) -> None:
+        """Beat once (so the worker shows up at once), then keep beating in a thread."""
+        self._engine = create_sync_engine(self._url, pool_size=1, max_overflow=0)
+        await anyio.to_thread.run_sync(self._beat_safely)
+        self._thread = threading.Thread(
+            target=self._run, name=f"circleback-heartbeat-{self._worker_id}", daemon=True
+        )
+        self._thread.start()
+
+    async def stop(self) -> None:
+        """Stop beating and record that the worker stopped cleanly."""
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            await anyio.to_thread.run_sync(thread.join)
+        if self._engine is not None:
+            await anyio.to_thread.run_sync(self._beat_safely, True)
+            engine, self._engine = self._engine, None
+            await anyio.to_thread.run_sync(engine.dispose)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._period):
+            self._beat_safely()
+
+    def _beat_safely(self, stopped: bool = False) -> None:
+        try:
+            self.beat(stopped=stopped)
+        except Exception as exc:
+            self._log.warning("heartbeat of worker %s failed: %s", self._worker_id, exc)
+
+    def beat(self, *, stopped: bool = False) -> None:
+        """Renew held leases and report liveness, in one transaction (blocking)."""
+        if self._engine is None:
+            return
+        jobs = self._held_jobs()
+        deliveries = self._held_deliveries()
+        now = self._clock.now()
+        with self._engine.begin() as conn:
+            renewed_jobs, _ = Store.renew_leases_sync(
+                conn, self._worker_id, jobs, deliveries, now, self._lease_seconds
+            )
+            Store.heartbeat_sync(
+                conn,
+                self._worker_id,
+                self._hostname,
+                self._pid,
+                now,
+                len(jobs),
+                len(deliveries),
+                stopped=stopped,
+            )
+        lost = len(jobs) - renewed_jobs
+        if lost > 0:
+            self._log.warning(
+                "worker %s lost %d job leases (cancelled, finished, or taken over)",
+                self._worker_id, lost,
+            )

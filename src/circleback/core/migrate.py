@@ -1,0 +1,89 @@
+"""Schema versions: create, upgrade and check circleback's tables with Alembic.
+
+A store refuses to run against a schema older or newer than the code: an
+older one needs ``circleback db upgrade``, a newer one a newer circleback.
+An empty database is brought to the current schema on first use, so the
+embedded default needs no setup step.
+"""
+
+from __future__ import annotations
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import inspect, text
+from sqlalchemy.engine import Connection
+
+from .errors import StoreError
+
+__all__ = ["VERSION_TABLE", "current_revision", "ensure_schema", "head_revision", "upgrade"]
+
+#: Alembic's version table, named so that it never collides with a host application's.
+VERSION_TABLE = "circleback_alembic_version"
+#: The revision of databases made before versioning: the tables, without a version row.
+_FIRST_REVISION = "0001"
+#: Key of the PostgreSQL advisory lock held while the schema is checked or changed.
+_SCHEMA_LOCK_KEY = 0x63626B31  # "cbk1"
+
+
+def _config(connection: Connection | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", "circleback:migrations")
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str:
+    """The revision this version of circleback expects."""
+    head = ScriptDirectory.from_config(_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def _lock(connection: Connection) -> None:
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
+
+
+def current_revision(connection: Connection) -> str | None:
+    """The schema revision stored in the database; ``None`` for a database without our tables."""
+    context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+    revision = context.get_current_revision()
+    if revision is None and inspect(connection).has_table("circleback_jobs"):
+        return _FIRST_REVISION
+    return revision
+
+
+def upgrade(connection: Connection, revision: str = "head") -> None:
+    """Migrate the schema to ``revision`` inside the connection's transaction."""
+    _lock(connection)
+    context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+    if context.get_current_revision() is None and inspect(connection).has_table(
+        "circleback_jobs"
+    ):
+        command.stamp(_config(connection), _FIRST_REVISION)
+    command.upgrade(_config(connection), revision)
+
+
+def ensure_schema(connection: Connection) -> None:
+    """Create the schema in an empty database; refuse one of another revision."""
+    _lock(connection)
+    found = current_revision(connection)
+    head = head_revision()
+    if found is None:
+        upgrade(connection, "head")
+        return
+    if found == head:
+        return
+    known = {script.revision for script in ScriptDirectory.from_config(_config()).walk_revisions()}
+    if found in known:
+        raise StoreError(
+            f"the database schema is at revision {found}, older than this circleback's "
+            f"{head}: run 'circleback db upgrade' (with the same CIRCLEBACK_DATABASE_URL) first"
+        )
+    raise StoreError(
+        f"the database schema is at revision {found}, which this circleback (schema {head}) "
+        "does not know: it was made by a newer circleback; upgrade circleback to use it"
+    )

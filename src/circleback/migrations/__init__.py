@@ -1,0 +1,1 @@
+"""Alembic migrations of circleback's tables (run with ``circleback db upgrade``)."""
