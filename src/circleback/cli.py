@@ -18,7 +18,7 @@ import click
 from .core.clock import SystemClock
 from .core.engine import Engine
 from .core.errors import CirclebackError
-from .core.models import Caller, Job, JobStatus
+from .core.models import Caller, DeliveryStatus, Job, JobStatus, OutboxEntry
 from .core.settings import Settings
 
 __all__ = ["main"]
@@ -217,6 +217,55 @@ def cancel(ctx: click.Context, job_id: str, user: str, platform: str) -> None:
 
     job = _run(ctx, main)
     click.echo(f"{job.id} {job.status.value}")
+
+
+def _outbox_dict(entry: OutboxEntry) -> dict[str, Any]:
+    return {
+        "notification_id": str(entry.id),
+        "job_id": str(entry.job_id),
+        "on_complete": entry.on_complete,
+        "status": entry.status.value,
+        "attempts": entry.attempts,
+        "created_at": entry.created_at.isoformat(),
+        "next_attempt_at": entry.next_attempt_at.isoformat(),
+        "sent_at": entry.sent_at.isoformat() if entry.sent_at else None,
+        "last_error": entry.last_error,
+        "delivered_via": entry.delivered_via,
+        "delivery_note": entry.delivery_note,
+        "notification": entry.notification.to_dict(),
+    }
+
+
+def _outbox_row(entry: OutboxEntry) -> list[str]:
+    sent = entry.status is DeliveryStatus.SENT
+    detail = (entry.delivery_note if sent else entry.last_error) or ""
+    return [str(entry.id), str(entry.job_id), entry.on_complete, entry.status.value,
+            str(entry.attempts), entry.delivered_via or "", detail[:60]]
+
+
+@cli.command(name="outbox")
+@click.option("--status", type=click.Choice([status.value for status in DeliveryStatus]),
+              default=None, help="only this delivery status; 'dead' lists the dead letters")
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True,
+              help="most entries to show")
+@click.option("--json", "as_json", is_flag=True, help="print JSON for scripts")
+@click.pass_context
+def outbox_list(ctx: click.Context, status: str | None, limit: int, as_json: bool) -> None:
+    """List outgoing messages of finished jobs, newest first, with how their delivery went."""
+
+    async def main() -> list[OutboxEntry]:
+        async with _facade_engine(ctx) as engine:
+            wanted = DeliveryStatus(status) if status else None
+            return await engine.store.list_outbox(status=wanted, limit=limit)
+
+    found = _run(ctx, main)
+    if as_json:
+        click.echo(json.dumps([_outbox_dict(entry) for entry in found], indent=2))
+        return
+    _print_table(
+        ["notification", "job", "mode", "status", "tries", "via", "last error / note"],
+        [_outbox_row(entry) for entry in found],
+    )
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ __all__ = ["PluginRegistry", "make_plugin_manager"]
 BUILTIN_PLUGINS = (
     "circleback.checkers.delay",
     "circleback.notifiers.notify",
+    "circleback.notifiers.resume_conversation",
 )
 
 

@@ -4,6 +4,11 @@ Templates come from an LLM that anyone may have prompted, and results come from
 systems we do not control. So substitution is literal: exactly the placeholders
 ``{result}``, ``{job_id}`` and ``{workflow_id}`` are replaced, in one pass, and
 every other brace text stays as it is. ``str.format`` never sees a user's string.
+
+Sizes are bounded twice: the rendered result is cut to its limit, and the whole
+message to the template's length plus one result's worth (plus a little for
+ids and the untrusted-data markers), so a template that repeats ``{result}``
+cannot multiply a large result.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ _PLACEHOLDER = re.compile(r"\{(result|job_id|workflow_id)\}")
 _UNTRUSTED_OPEN = "<untrusted-data source=\"checked system\">"
 _UNTRUSTED_CLOSE = "</untrusted-data>"
 _KEEP_CONTROLS = frozenset("\n\t")
+#: Room beyond the template and one result for ids and the untrusted-data markers.
+MESSAGE_SLACK_CHARS = 256
 
 
 def _strip_controls(text: str) -> str:
@@ -47,22 +54,91 @@ def render_result(result: Any, *, limit: int = DEFAULT_RESULT_LIMIT) -> str:
     Control characters (but newline and tab) are removed and the text is cut to
     ``limit`` characters, ending with a marker that says it was cut.
     """
+    window = 2 * limit
+    complete = True
     if result is None:
         text = ""
     elif isinstance(result, str):
         text = result
     else:
         try:
-            text = json.dumps(result, separators=(",", ":"), ensure_ascii=False, default=_opaque)
+            text, complete = _json_head(result, window)
         except (TypeError, ValueError, RecursionError):
             text = f"<unrenderable {type(result).__name__}>"
     total = len(text)
     # Only a bounded head is cleaned, so a huge result costs no more than the limit.
-    head = _strip_controls(text[: 2 * limit])
-    if total <= 2 * limit and len(head) <= limit:
+    head = _strip_controls(text[:window])
+    if complete and total <= window and len(head) <= limit:
         return head
-    marker = f"…[cut: {total} characters in all]"
+    if complete:
+        marker = f"…[cut: {total} characters in all]"
+    else:
+        marker = f"…[cut: more than {window} characters]"
     return head[: max(0, limit - len(marker))] + marker
+
+
+def _json_head(result: Any, max_chars: int) -> tuple[str, bool]:
+    """Compact JSON of ``result``, or of its head when it would run past ``max_chars``.
+
+    Returns the text and whether it is complete. A large result is first pruned
+    to a copy holding about ``max_chars`` characters of its beginning, so a
+    result of a million items costs about as much as one that fills the limit,
+    and the text up to ``max_chars`` is the same as the full JSON's.
+    """
+    budget = _Budget(max_chars)
+    pruned = budget.prune(result)
+    text = json.dumps(pruned, separators=(",", ":"), ensure_ascii=False, default=_opaque)
+    return text, not budget.exhausted
+
+
+class _Budget:
+    """Copies the beginning of a JSON-like value until about ``chars`` characters are used.
+
+    Every count is a lower bound of what the value takes in compact JSON, so the
+    pruned copy's text agrees with the full text for at least ``chars`` characters.
+    """
+
+    def __init__(self, chars: int) -> None:
+        self.left = chars
+        self.exhausted = False
+
+    def prune(self, value: Any) -> Any:
+        if isinstance(value, str):
+            self.left -= len(value) + 2
+            if self.left < 0:
+                self.exhausted = True
+                return value[: len(value) + self.left + 1]
+            return value
+        if value is None or isinstance(value, bool | int | float):
+            if value is None or isinstance(value, bool):
+                self.left -= 4
+            else:  # the base class's repr: what JSON writes, even for an IntEnum
+                self.left -= len(int.__repr__(value) if isinstance(value, int)
+                                 else float.__repr__(value))
+            return value
+        if isinstance(value, dict):
+            self.left -= 2
+            pruned: dict[Any, Any] = {}
+            for key, item in value.items():
+                if self.left <= 0:
+                    self.exhausted = True
+                    break
+                self.left -= len(str(key)) + 3
+                pruned[key] = self.prune(item)
+            return pruned
+        if isinstance(value, list | tuple):
+            self.left -= 2
+            items: list[Any] = []
+            for item in value:
+                if self.left <= 0:
+                    self.exhausted = True
+                    break
+                self.left -= 1
+                items.append(self.prune(item))
+            return items
+        opaque = _opaque(value)
+        self.left -= len(opaque) + 2
+        return opaque
 
 
 def wrap_untrusted(text: str) -> str:
@@ -80,9 +156,42 @@ def render_message(
     untrusted: bool = False,
     result_limit: int = DEFAULT_RESULT_LIMIT,
 ) -> str:
-    """Fill the placeholders of ``template``; with ``untrusted`` the result is wrapped as data."""
+    """Fill the placeholders of ``template``; with ``untrusted`` the result is wrapped as data.
+
+    Control characters (but newline and tab) are dropped from the template too. The
+    message is at most ``len(template) + result_limit + MESSAGE_SLACK_CHARS``
+    characters long; a longer one is cut with a marker.
+    """
     rendered_result = render_result(result, limit=result_limit)
     if untrusted:
         rendered_result = wrap_untrusted(rendered_result)
     values = {"result": rendered_result, "job_id": job_id, "workflow_id": workflow_id or ""}
-    return _PLACEHOLDER.sub(lambda match: values[match.group(1)], template)
+    limit = len(template) + result_limit + MESSAGE_SLACK_CHARS
+    return _substitute(_strip_controls(template), values, limit)
+
+
+def _substitute(template: str, values: dict[str, str], limit: int) -> str:
+    """Replace the placeholders in one pass; past ``limit`` characters, cut with a marker.
+
+    The full length is computed before anything is built, so a template that
+    repeats ``{result}`` never builds more than ``limit`` characters.
+    """
+    matches = list(_PLACEHOLDER.finditer(template))
+    total = len(template) + sum(len(values[m.group(1)]) - len(m.group(0)) for m in matches)
+    if total <= limit:
+        return _PLACEHOLDER.sub(lambda match: values[match.group(1)], template)
+    marker = f"…[cut: {total} characters in all]"
+    room = max(0, limit - len(marker))
+    pieces: list[str] = []
+    size = position = 0
+    for match in [*matches, None]:
+        literal = template[position : match.start() if match else len(template)]
+        for piece in (literal, values[match.group(1)] if match else ""):
+            taken = piece[: room - size]
+            pieces.append(taken)
+            size += len(taken)
+            if size >= room:
+                return "".join(pieces) + marker
+        if match:
+            position = match.end()
+    return "".join(pieces) + marker

@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 
 from .models import CheckOutcome, CheckStatus, Job, JobStatus, NotificationType
-from .rendering import DEFAULT_RESULT_LIMIT, render_message
+from .rendering import DEFAULT_RESULT_LIMIT, render_message, render_result, wrap_untrusted
 
 __all__ = [
     "Cancel",
@@ -96,11 +96,27 @@ def next_interval(job: Job, attempts: int) -> float:
     return min(cap, grown * _jitter(job, attempts))
 
 
-def default_failure_message(job: Job, description: str, attempts: int, error: str | None) -> str:
-    """The failure message of a job that gave none: what was watched, how often, what was seen."""
-    seen = error or "the condition was not met"
+def default_failure_message(
+    job: Job,
+    description: str,
+    attempts: int,
+    error: str | None,
+    *,
+    untrusted: bool = False,
+    result_limit: int = DEFAULT_RESULT_LIMIT,
+) -> str:
+    """The failure message of a job that gave none: what was watched, how often, what was seen.
+
+    Built directly, not through placeholders: the last error comes from the checked
+    system, so it is cleaned and cut like a result (and, with ``untrusted``, marked
+    as data for an LLM), and brace text inside it is never substituted.
+    """
+    seen = render_result(error, limit=result_limit) if error else "the condition was not met"
+    if error and untrusted:
+        seen = wrap_untrusted(seen)
+    what = render_result(description, limit=200)
     return (
-        f"Stopped watching {description} (job {job.id}) after {attempts} "
+        f"Stopped watching {what} (job {job.id}) after {attempts} "
         f"check{'s' if attempts != 1 else ''}: {seen}"
     )
 
@@ -115,22 +131,28 @@ def _finish(
     description: str,
     result_limit: int,
 ) -> Transition:
+    untrusted = job.on_complete == "resume_conversation"
+    template: str | None
     if status is JobStatus.COMPLETED:
-        template: str = job.on_success_message
+        template = job.on_success_message
         kind = NotificationType.JOB_COMPLETED
     else:
-        template = job.on_failure_message or default_failure_message(
-            job, description, attempts, outcome.error
-        )
+        template = job.on_failure_message or None
         kind = NotificationType.JOB_FAILED
-    text = render_message(
-        template,
-        result=outcome.result,
-        job_id=str(job.id),
-        workflow_id=str(job.workflow_id) if job.workflow_id else None,
-        untrusted=job.on_complete == "resume_conversation",
-        result_limit=result_limit,
-    )
+    if template is None:
+        text = default_failure_message(
+            job, description, attempts, outcome.error, untrusted=untrusted,
+            result_limit=result_limit,
+        )
+    else:
+        text = render_message(
+            template,
+            result=outcome.result,
+            job_id=str(job.id),
+            workflow_id=str(job.workflow_id) if job.workflow_id else None,
+            untrusted=untrusted,
+            result_limit=result_limit,
+        )
     finished = attrs.evolve(
         job,
         status=status,

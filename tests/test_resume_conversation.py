@@ -1,0 +1,172 @@
+"""``resume_conversation`` against a real ``/continue`` server on 127.0.0.1, with Redis fallback."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import pytest
+
+import circleback
+from circleback import Caller, DeliveryStatus, OutboxEntry, Settings
+from circleback.notifiers.notify import channel_for
+
+from . import services
+from .continue_server import HANG, Behaviour, ContinueServer
+from .subscriber import Subscriber
+
+pytestmark = pytest.mark.redis
+
+UNTRUSTED_OPEN = '<untrusted-data source="checked system">'
+
+
+def resume_job(message: str = "deployed: {result}") -> dict[str, Any]:
+    return {"job_type": "delay", "check_config": {"delay_seconds": 0.01},
+            "on_success_message": message, "on_complete": "resume_conversation"}
+
+
+def quick_resume(make_settings: Callable[..., Settings], **overrides: Any) -> Settings:
+    values: dict[str, Any] = {"resume_attempts": 3, "resume_timeout_seconds": 0.3,
+                              "resume_backoff_seconds": 0.02}
+    values.update(overrides)
+    return make_settings(**values)
+
+
+async def run_one_job(settings: Settings, caller: Caller, spec: dict[str, Any]) -> OutboxEntry:
+    """Add one job, let the engine finish and deliver it, and return its outbox row."""
+    async with circleback.Engine(settings, load_entry_points=False) as engine:
+        await engine.scheduler.add_job(caller, spec)
+        with anyio.fail_after(20):
+            await engine.wait_until_idle(poll_seconds=0.02)
+        [entry] = await engine.store.list_outbox()
+    return entry
+
+
+async def test_resume_posts_once_with_the_documented_body_and_idempotency_key(
+    make_settings: Callable[..., Settings], caller: Caller, redis_url: str
+) -> None:
+    with ContinueServer() as core, Subscriber(redis_url, channel_for(caller.platform)) as bot:
+        settings = quick_resume(make_settings, redis_url=redis_url, core_url=core.url + "/",
+                                core_token="core-secret")
+        entry = await run_one_job(settings, caller, resume_job())
+        requests = core.requests
+        fallbacks = bot.messages
+    assert entry.status is DeliveryStatus.SENT
+    assert entry.attempts == 1
+    assert entry.delivered_via == "resume_conversation"
+    assert entry.delivery_note is None
+    [request] = requests
+    assert request.method == "POST"
+    assert request.path == "/continue"
+    assert request.headers["idempotency-key"] == str(entry.id)
+    assert request.headers["authorization"] == "Bearer core-secret"
+    assert request.headers["content-type"] == "application/json"
+    assert request.body == entry.notification.to_dict()
+    body = request.body
+    assert body["notification_id"] == str(entry.id)
+    assert body["type"] == "scheduler.job_completed"
+    assert body["user_id"] == caller.user_id
+    assert body["conversation_id"] == caller.conversation_id
+    assert body["platform_channel_id"] == "C1"
+    assert body["platform_thread_id"] == "T1"
+    assert body["message"] == (
+        f'deployed: {UNTRUSTED_OPEN}{{"delay_seconds":0.01}}</untrusted-data>'
+    )
+    assert fallbacks == []  # the fallback would have gone out before the row was marked sent
+
+
+@pytest.mark.parametrize("script", [[500, 500], [429, 503]], ids=["500-500-200", "429-503-200"])
+async def test_resume_retries_server_errors_then_succeeds_without_fallback(
+    make_settings: Callable[..., Settings], caller: Caller, redis_url: str, script: list[int]
+) -> None:
+    with ContinueServer(script, default=200) as core, \
+            Subscriber(redis_url, channel_for(caller.platform)) as bot:
+        settings = quick_resume(make_settings, redis_url=redis_url, core_url=core.url)
+        entry = await run_one_job(settings, caller, resume_job())
+        requests = core.requests
+        fallbacks = bot.messages
+    assert entry.status is DeliveryStatus.SENT
+    assert entry.attempts == 1  # the retries happened inside one delivery
+    assert entry.delivered_via == "resume_conversation"
+    assert len(requests) == 3
+    assert {r.headers["idempotency-key"] for r in requests} == {str(entry.id)}
+    assert all(r.body == entry.notification.to_dict() for r in requests)
+    assert "authorization" not in requests[0].headers  # no token configured
+    assert fallbacks == []
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "expected_requests", "why"),
+    [
+        (500, 3, "fell back: /continue answered 500 (3 tries)"),
+        (HANG, 3, "fell back: /continue did not answer within 0.3 s (3 tries)"),
+        (401, 1, "fell back: /continue answered 401"),
+        (404, 1, "fell back: /continue answered 404"),
+        (None, 0, "fell back: /continue could not be reached: ConnectError (3 tries)"),
+    ],
+    ids=["always-500", "never-answers", "401", "404", "connection-refused"],
+)
+async def test_failed_resume_falls_back_to_notify_with_the_same_id(
+    make_settings: Callable[..., Settings],
+    caller: Caller,
+    redis_url: str,
+    behaviour: Behaviour | None,
+    expected_requests: int,
+    why: str,
+) -> None:
+    with ContinueServer(default=behaviour or 200) as core, \
+            Subscriber(redis_url, channel_for(caller.platform)) as bot:
+        core_url = core.url if behaviour is not None else f"http://127.0.0.1:{services.free_port()}"
+        settings = quick_resume(make_settings, redis_url=redis_url, core_url=core_url)
+        entry = await run_one_job(settings, caller, resume_job())
+        requests = core.requests
+        [fallback] = bot.messages
+    assert len(requests) == expected_requests
+    assert {r.headers["idempotency-key"] for r in requests} <= {str(entry.id)}
+    assert fallback == entry.notification.to_dict()
+    assert fallback["notification_id"] == str(entry.id)
+    assert entry.status is DeliveryStatus.SENT
+    assert entry.delivered_via == "notify"
+    assert entry.delivery_note == f"{why}; notify: 1 subscriber"
+
+
+async def test_without_a_core_url_resume_falls_back_at_once(
+    make_settings: Callable[..., Settings], caller: Caller, redis_url: str
+) -> None:
+    with Subscriber(redis_url, channel_for(caller.platform)) as bot:
+        entry = await run_one_job(
+            quick_resume(make_settings, redis_url=redis_url), caller, resume_job())
+        [fallback] = bot.messages
+    assert fallback["notification_id"] == str(entry.id)
+    assert entry.delivered_via == "notify"
+    assert entry.delivery_note == "fell back: no core URL is configured; notify: 1 subscriber"
+
+
+async def test_when_resume_and_its_fallback_both_fail_the_outbox_keeps_retrying(
+    make_settings: Callable[..., Settings], caller: Caller, redis_url: str
+) -> None:
+    with ContinueServer(default=401) as core:
+        settings = quick_resume(make_settings, redis_url=redis_url, core_url=core.url)
+        async with circleback.Engine(settings, load_entry_points=False) as engine:
+            await engine.scheduler.add_job(caller, resume_job())
+            with anyio.fail_after(15):
+                while True:
+                    [entry] = await engine.store.list_outbox() or [None]
+                    if entry is not None and entry.attempts >= 2:
+                        break
+                    await anyio.sleep(0.02)
+            assert entry.status is DeliveryStatus.PENDING
+            assert entry.last_error == (
+                "resume failed (/continue answered 401) and so did the notify fallback: "
+                f"no subscriber listened on notifications:{caller.platform}"
+            )
+            with Subscriber(redis_url, channel_for(caller.platform)) as bot:
+                [fallback] = await bot.wait_for(1)
+                with anyio.fail_after(15):
+                    await engine.wait_until_idle(poll_seconds=0.02)
+                [entry] = await engine.store.list_outbox()
+        assert len(core.requests) == entry.attempts  # one try of /continue per delivery
+    assert fallback["notification_id"] == str(entry.id)
+    assert entry.status is DeliveryStatus.SENT
+    assert entry.delivered_via == "notify"
