@@ -7,6 +7,7 @@ import sys
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -15,8 +16,17 @@ import attrs
 import pytest
 
 import circleback
-from circleback import Caller, CheckOutcome, DeliveryStatus, EngineTuning, Settings
-from circleback.notifiers.notify import channel_for
+from circleback import (
+    Caller,
+    CheckOutcome,
+    DeliveryStatus,
+    EngineTuning,
+    JobStatus,
+    Notification,
+    NotificationType,
+    Settings,
+)
+from circleback.notifiers.notify import channel_for, encode_notification
 from circleback.testing import TestingPlugin
 
 from . import services
@@ -213,3 +223,35 @@ async def test_redis_outage_while_jobs_finish_loses_nothing(
     assert any(entry.attempts > 1 for entry in outbox), "no delivery met the outage"
     assert set(counts) == {str(entry.id) for entry in outbox}
     assert max(counts.values()) <= 2
+
+
+def test_wire_json_survives_text_utf8_cannot_carry() -> None:
+    notification = Notification(
+        notification_id=uuid.uuid4(), type=NotificationType.JOB_COMPLETED, job_id=uuid.uuid4(),
+        workflow_id=None, status=JobStatus.COMPLETED, message="é \ud800 ok", user_id="u",
+        platform="p", platform_channel_id=None, platform_thread_id=None, conversation_id=None,
+        created_at=datetime(2030, 1, 1, tzinfo=UTC),
+    )
+    text = encode_notification(notification)
+    text.encode("utf-8")  # would raise for a raw lone surrogate
+    assert json.loads(text) == notification.to_dict()
+    plain = attrs.evolve(notification, message="é ok")
+    assert "é ok" in encode_notification(plain)  # readable UTF-8 whenever possible
+
+
+def test_delivery_settings_come_from_the_environment_and_are_checked() -> None:
+    settings = Settings.from_env({
+        "CIRCLEBACK_NOTIFY_REQUIRE_SUBSCRIBER": "false", "CIRCLEBACK_RESUME_ATTEMPTS": "5",
+        "CIRCLEBACK_RESUME_TIMEOUT": "2.5", "CIRCLEBACK_RESUME_BACKOFF": "0.1",
+    })
+    assert settings.notify_require_subscriber is False
+    assert (settings.resume_attempts, settings.resume_timeout_seconds,
+            settings.resume_backoff_seconds) == (5, 2.5, 0.1)
+    assert Settings.from_env({}).notify_require_subscriber is True
+    for name, raw in [("CIRCLEBACK_NOTIFY_REQUIRE_SUBSCRIBER", "maybe"),
+                      ("CIRCLEBACK_RESUME_ATTEMPTS", "three"),
+                      ("CIRCLEBACK_RESUME_TIMEOUT", "soon")]:
+        with pytest.raises(circleback.ConfigurationError, match=name):
+            Settings.from_env({name: raw})
+    with pytest.raises(circleback.ConfigurationError, match="resume_attempts"):
+        Settings.from_env({"CIRCLEBACK_RESUME_ATTEMPTS": "0"})
