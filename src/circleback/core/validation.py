@@ -63,6 +63,11 @@ def require_string(
         raise ValidationError(field, f"must be at most {max_chars} characters, not {len(value)}")
     if "\x00" in value:
         raise ValidationError(field, "must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        # JSON such as "\ud800" decodes to a lone surrogate, which no database can store.
+        raise ValidationError(field, "must be valid Unicode text, not a lone surrogate") from None
     return value
 
 
@@ -186,6 +191,11 @@ def validate_job_spec(
     except ValidationError as exc:
         field = f"check_config.{exc.field}" if exc.field else "check_config"
         raise ValidationError(field, exc.reason) from None
+    try:
+        json.dumps(check_config, allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
+        # NaN and infinity have no JSON form: PostgreSQL's JSONB refuses them.
+        raise ValidationError("check_config", "must be plain JSON data") from None
 
     if "on_success_message" not in data:
         raise ValidationError("on_success_message", "is required")
