@@ -280,9 +280,13 @@ class Store:
         )
         if self._locks_rows:
             due = due.with_for_update(skip_locked=True)
+        # SQLite runs this one statement under its write lock, so the chosen ids are still
+        # due; repeating the conditions there would make its planner walk every active job
+        # by status instead of looking the ids up (see tests/test_query_plan.py).
+        recheck = (jobs.c.status == _ACTIVE, free) if self._locks_rows else ()
         return (
             sa.update(jobs)
-            .where(jobs.c.id.in_(due.scalar_subquery()), jobs.c.status == _ACTIVE, free)
+            .where(jobs.c.id.in_(due.scalar_subquery()), *recheck)
             .values(
                 lease_owner=worker_id,
                 lease_expires_at=now + timedelta(seconds=lease_seconds),
