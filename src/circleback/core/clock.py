@@ -39,9 +39,11 @@ class SystemClock:
     """The wall clock."""
 
     def now(self) -> datetime:
+        """The current UTC time."""
         return datetime.now(UTC)
 
     async def sleep_until(self, deadline: datetime) -> None:
+        """Sleep for real until ``deadline``."""
         delay = (deadline - self.now()).total_seconds()
         if delay > 0:
             await anyio.sleep(delay)
@@ -58,6 +60,7 @@ class ManualClock:
         self._moved: anyio.Event | None = None
 
     def now(self) -> datetime:
+        """Where the clock stands."""
         return self._now
 
     def advance(self, seconds: float) -> datetime:
@@ -78,6 +81,7 @@ class ManualClock:
         return moment
 
     async def sleep_until(self, deadline: datetime) -> None:
+        """Wait until the clock has been moved to ``deadline`` or past it."""
         while self._now < deadline:
             if self._moved is None:
                 self._moved = anyio.Event()
