@@ -30,6 +30,8 @@ from .core.abc import (
     DeliveryContext,
     DeliveryFailed,
     DeliveryReceipt,
+    ModuleCaller,
+    ModuleCallFailed,
     Notifier,
     Runtime,
     ValidationContext,
@@ -63,7 +65,7 @@ from .core.models import (
 from .core.plugins import PluginRegistry, make_plugin_manager
 from .core.rendering import render_message, render_result
 from .core.scheduler import Scheduler
-from .core.settings import EngineTuning, Limits, Settings
+from .core.settings import EngineTuning, HttpTuning, Limits, Settings
 from .core.state import Cancel, CheckResult, Transition, apply_event
 from .core.store import Store
 from .core.validation import validate_job_spec
@@ -86,6 +88,7 @@ __all__ = [
     "DeliveryStatus",
     "Engine",
     "EngineTuning",
+    "HttpTuning",
     "Job",
     "JobNotFound",
     "JobSpec",
@@ -93,6 +96,8 @@ __all__ = [
     "LimitExceeded",
     "Limits",
     "ManualClock",
+    "ModuleCallFailed",
+    "ModuleCaller",
     "Notification",
     "NotificationType",
     "Notifier",

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import attrs
 
 from .clock import Clock
-from .models import CheckOutcome, Job, Notification
+from .models import Caller, CheckOutcome, Job, Notification
 from .settings import Limits, Settings
 
 if TYPE_CHECKING:
@@ -27,6 +27,8 @@ __all__ = [
     "DeliveryContext",
     "DeliveryFailed",
     "DeliveryReceipt",
+    "ModuleCallFailed",
+    "ModuleCaller",
     "Notifier",
     "Runtime",
     "ValidationContext",
@@ -161,3 +163,41 @@ class Notifier(abc.ABC):
         did not go out (retried with backoff while ``retryable``, else marked dead).
         Delivery is at least once: consumers deduplicate on ``notification_id``.
         """
+
+
+class ModuleCallFailed(Exception):
+    """Raised by a :class:`ModuleCaller` when a tool call gave no result.
+
+    ``poll_module`` counts it as "not yet" and keeps ``reason`` as the job's last error.
+    """
+
+    def __init__(self, reason: str, *, code: str = "error") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        #: Machine-readable kind: ``not_configured``, ``unreachable``, ``tool_error``, ...
+        self.code = code
+
+
+class ModuleCaller(abc.ABC):
+    """How ``poll_module`` calls another module's tool.
+
+    Handed over by the ``circleback_module_caller`` hook, once per engine. The
+    built-in caller speaks the module protocol over HTTP (``POST
+    {module_url}/execute``); a host platform may hand over its own to call tools
+    its own way. Every module a job may name is listed in ``Settings.modules``:
+    a name not listed there is refused when the job is added.
+    """
+
+    @abc.abstractmethod
+    async def call(
+        self, module: str, tool: str, arguments: Mapping[str, Any], caller: Caller
+    ) -> Any:
+        """Call ``tool`` of ``module`` with ``arguments``, acting as ``caller``.
+
+        Returns the tool's result (JSON data). Raises :class:`ModuleCallFailed`
+        when the module is unknown or unreachable or the tool reported an error.
+        Runs under the engine's check timeout.
+        """
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Close what the caller opened. Called once, shielded, when the engine stops."""

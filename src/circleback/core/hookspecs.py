@@ -17,7 +17,8 @@ from collections.abc import Callable
 
 import pluggy
 
-from .abc import Checker, Notifier
+from .abc import Checker, ModuleCaller, Notifier
+from .settings import Settings
 
 __all__ = ["PROJECT_NAME", "hookimpl", "hookspec"]
 
@@ -43,4 +44,15 @@ def circleback_register_notifiers(register: Callable[[Notifier], None]) -> None:
 
     Called once per engine while it starts. Call ``register`` with one new
     :class:`~circleback.Notifier` instance per ``on_complete`` value. Returns nothing.
+    """
+
+
+@hookspec(firstresult=True)
+def circleback_module_caller(settings: Settings) -> ModuleCaller | None:
+    """Provide how ``poll_module`` calls other modules' tools.
+
+    Called once per engine when the ``poll_module`` checker starts, with the
+    engine's settings. Return a new :class:`~circleback.ModuleCaller`, or None to
+    leave the choice to other plugins; stops at the first non-None result. The
+    built-in implementation (HTTP, ``POST {module_url}/execute``) runs last.
     """

@@ -17,6 +17,8 @@ __all__ = ["PluginRegistry", "make_plugin_manager"]
 #: The modules of the built-in plugins, registered like any third-party plugin.
 BUILTIN_PLUGINS = (
     "circleback.checkers.delay",
+    "circleback.checkers.poll_url",
+    "circleback.checkers.poll_module",
     "circleback.notifiers.notify",
     "circleback.notifiers.resume_conversation",
 )
@@ -48,9 +50,15 @@ def make_plugin_manager(
 class PluginRegistry:
     """The checkers and notifiers one engine uses, by job type and by completion mode."""
 
-    def __init__(self, checkers: Mapping[str, Checker], notifiers: Mapping[str, Notifier]) -> None:
+    def __init__(
+        self,
+        checkers: Mapping[str, Checker],
+        notifiers: Mapping[str, Notifier],
+        hook: pluggy.HookRelay | None = None,
+    ) -> None:
         self._checkers = dict(checkers)
         self._notifiers = dict(notifiers)
+        self._hook = hook
 
     @classmethod
     def from_manager(cls, manager: pluggy.PluginManager) -> PluginRegistry:
@@ -80,7 +88,14 @@ class PluginRegistry:
 
         manager.hook.circleback_register_checkers(register=register_checker)
         manager.hook.circleback_register_notifiers(register=register_notifier)
-        return cls(checkers, notifiers)
+        return cls(checkers, notifiers, hook=manager.hook)
+
+    @property
+    def hook(self) -> pluggy.HookRelay:
+        """The plugin manager's hooks, for plugins that ask other plugins (``poll_module``)."""
+        if self._hook is None:
+            raise PluginError("this registry was not built from a plugin manager")
+        return self._hook
 
     @property
     def checkers(self) -> Mapping[str, Checker]:

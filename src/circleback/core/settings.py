@@ -16,7 +16,7 @@ import attrs
 
 from .errors import ConfigurationError
 
-__all__ = ["EngineTuning", "Limits", "Settings"]
+__all__ = ["EngineTuning", "HttpTuning", "Limits", "Settings"]
 
 
 def _positive(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -89,6 +89,23 @@ class EngineTuning:
             )
 
 
+@attrs.frozen(kw_only=True)
+class HttpTuning:
+    """How the HTTP checkers (``poll_url``, ``poll_module``'s default caller) use the network."""
+
+    #: Longest wait for a connection, name resolution and TLS included.
+    connect_timeout_seconds: float = attrs.field(default=5.0, validator=_positive)
+    #: Longest wait for the next bytes of an answer.
+    read_timeout_seconds: float = attrs.field(default=10.0, validator=_positive)
+    #: Longest time for one whole check: every redirect and the body included.
+    total_timeout_seconds: float = attrs.field(default=20.0, validator=_positive)
+    #: Bytes of a response body read at most; the rest is cut off unread.
+    max_response_bytes: int = attrs.field(default=1_048_576, validator=_positive)
+    #: Connections open at once per client, and idle ones kept for reuse.
+    max_connections: int = attrs.field(default=100, validator=_positive)
+    max_keepalive_connections: int = attrs.field(default=20, validator=_positive)
+
+
 def _parse_modules(raw: str) -> dict[str, str]:
     try:
         value = json.loads(raw)
@@ -146,6 +163,8 @@ class Settings:
     resume_attempts: int = attrs.field(default=3, validator=_positive)
     resume_timeout_seconds: float = attrs.field(default=10.0, validator=_positive)
     resume_backoff_seconds: float = attrs.field(default=0.5, validator=_positive)
+    #: Timeouts, response size cap and connection pool of the HTTP checkers.
+    http: HttpTuning = attrs.field(factory=HttpTuning)
 
     @classmethod
     def from_env(
@@ -179,5 +198,14 @@ class Settings:
         ):
             if raw := env.get(name):
                 values[field] = _parse_number(name, raw, kind)
+        http: dict[str, Any] = {}
+        for field, name, kind in (
+            ("total_timeout_seconds", "CIRCLEBACK_HTTP_TIMEOUT", float),
+            ("max_response_bytes", "CIRCLEBACK_HTTP_MAX_RESPONSE_BYTES", int),
+        ):
+            if raw := env.get(name):
+                http[field] = _parse_number(name, raw, kind)
+        if http:
+            values["http"] = HttpTuning(**http)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)

@@ -1,0 +1,672 @@
+"""``poll_url``: request a URL every interval until it answers as expected.
+
+``check_config``::
+
+    {"url": "https://deploy.example.com/health",   # required, http or https
+     "method": "GET",                               # GET HEAD POST PUT PATCH DELETE
+     "expected_status": 200,                        # a code or a list of codes
+     "headers": {"Authorization": "Bearer ..."},    # optional
+     "json": {...},                                 # optional body (POST, PUT, PATCH, DELETE)
+     "response_field": "status",                    # optional dotted path into a JSON body
+     "response_values": ["ok"]}                     # ... and the values that count as done
+
+The condition holds when the status is expected and, with ``response_field``,
+that field of the JSON body is one of ``response_values``. Anything else —
+another status, a timeout, a refused connection — is "not yet" (the service may
+still be deploying), kept as the job's last error.
+
+The URL was written by an LLM, so every request goes through the
+:class:`~circleback.core.netguard.NetworkPolicy` (see that module): the
+connection is made by a network backend that resolves the host once, checks
+every address and dials only a checked one; redirects are followed by hand, at
+most five, each hop checked the same way; bodies are read up to
+``Settings.http.max_response_bytes`` and cut there. A URL whose literal address
+is refused is refused when the job is added; a host name that resolves to a
+refused address fails the job at its check.
+
+The check's result, handed to ``{result}``: ``{"url", "status", "elapsed_ms",
+"body"}`` — the JSON body, or a text excerpt — plus ``"truncated": true`` when
+the body was cut and ``"redirects"`` when some were followed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.cookiejar
+import json
+import re
+import zlib
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from typing import Any, Final
+
+import anyio
+import attrs
+import httpcore
+import httpx
+
+from ..core.abc import Checker, Runtime, ValidationContext
+from ..core.dotted import (
+    FieldMissing,
+    describe_value,
+    lookup,
+    matches,
+    validate_path,
+    validate_values,
+)
+from ..core.errors import ValidationError
+from ..core.hookspecs import hookimpl
+from ..core.models import CheckOutcome, Job
+from ..core.netguard import AddressRefused, NetworkPolicy, parse_http_url
+from ..core.settings import HttpTuning
+from ..core.validation import require_number, require_string
+
+__all__ = [
+    "MAX_REDIRECTS",
+    "METHODS",
+    "PollUrlChecker",
+    "make_http_client",
+    "read_capped",
+]
+
+#: The methods a poll may use.
+METHODS: Final = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+#: Redirects followed at most per check, each checked like the first URL.
+MAX_REDIRECTS: Final = 5
+_CONFIG_KEYS = frozenset(
+    {"url", "method", "expected_status", "headers", "json", "response_field", "response_values"}
+)
+_MAX_STATUSES = 20
+_MAX_HEADERS = 20
+_MAX_HEADER_VALUE_CHARS = 2048
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$")
+#: Headers the checker sets itself or that would change where or how the request goes.
+_RESERVED_HEADERS = frozenset(
+    {
+        "host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade",
+        "te", "trailer", "expect", "accept-encoding", "proxy-authorization", "proxy-connection",
+        "cookie",
+    }
+)
+#: A JSON body up to this size (as compact text) is kept whole in the result.
+_MAX_JSON_RESULT_CHARS = 8_000
+#: Otherwise the result keeps this much of the body as text.
+_EXCERPT_CHARS = 1_000
+_USER_AGENT = "circleback (+poll_url)"
+
+
+# -- the guarded connection ------------------------------------------------------------------
+
+
+class _GuardedBackend(httpcore.AsyncNetworkBackend):
+    """Resolves each host once, checks every address, and dials only checked addresses."""
+
+    def __init__(self, policy: NetworkPolicy) -> None:
+        self._policy = policy
+        self._dialer = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        try:
+            with anyio.fail_after(timeout):
+                addresses = await self._policy.resolve(host, port)
+        except TimeoutError:
+            raise httpcore.ConnectTimeout(f"resolving {host} took over {timeout} s") from None
+        except OSError as exc:
+            raise httpcore.ConnectError(f"could not resolve {host}: {exc}") from None
+        failure: Exception | None = None
+        for address in addresses:
+            try:
+                return await self._dialer.connect_tcp(
+                    str(address),
+                    port,
+                    timeout=timeout,
+                    local_address=local_address,
+                    socket_options=socket_options,
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                failure = exc
+        assert failure is not None  # resolve() returns at least one address
+        raise failure
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise AddressRefused("Unix sockets are not allowed")
+
+    async def sleep(self, seconds: float) -> None:
+        await anyio.sleep(seconds)
+
+
+_EXCEPTIONS: Final[tuple[tuple[type[Exception], type[httpx.HTTPError]], ...]] = (
+    (httpcore.ConnectTimeout, httpx.ConnectTimeout),
+    (httpcore.ReadTimeout, httpx.ReadTimeout),
+    (httpcore.WriteTimeout, httpx.WriteTimeout),
+    (httpcore.PoolTimeout, httpx.PoolTimeout),
+    (httpcore.TimeoutException, httpx.TimeoutException),
+    (httpcore.ConnectError, httpx.ConnectError),
+    (httpcore.ReadError, httpx.ReadError),
+    (httpcore.WriteError, httpx.WriteError),
+    (httpcore.NetworkError, httpx.NetworkError),
+    (httpcore.UnsupportedProtocol, httpx.UnsupportedProtocol),
+    (httpcore.RemoteProtocolError, httpx.RemoteProtocolError),
+    (httpcore.LocalProtocolError, httpx.LocalProtocolError),
+    (httpcore.ProtocolError, httpx.ProtocolError),
+)
+
+
+@contextlib.contextmanager
+def _httpx_errors() -> Iterator[None]:
+    """Raise httpcore's errors as the matching httpx errors; anything else passes unchanged."""
+    try:
+        yield
+    except Exception as exc:
+        for source, target in _EXCEPTIONS:
+            if isinstance(exc, source):
+                raise target(str(exc)) from exc
+        raise
+
+
+class _ResponseStream(httpx.AsyncByteStream):
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        with _httpx_errors():
+            async for part in self._stream:
+                yield part
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+class _GuardedTransport(httpx.AsyncBaseTransport):
+    """An httpx transport on a connection pool whose every connection is guarded."""
+
+    def __init__(self, policy: NetworkPolicy, tuning: HttpTuning) -> None:
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=httpx.create_ssl_context(trust_env=False),
+            max_connections=tuning.max_connections,
+            max_keepalive_connections=tuning.max_keepalive_connections,
+            keepalive_expiry=5.0,
+            network_backend=_GuardedBackend(policy),
+        )
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        core_request = httpcore.Request(
+            method=request.method,
+            url=httpcore.URL(
+                scheme=request.url.raw_scheme,
+                host=request.url.raw_host,
+                port=request.url.port,
+                target=request.url.raw_path,
+            ),
+            headers=request.headers.raw,
+            content=request.stream,
+            extensions=request.extensions,
+        )
+        with _httpx_errors():
+            response = await self._pool.handle_async_request(core_request)
+        return httpx.Response(
+            status_code=response.status,
+            headers=response.headers,
+            stream=_ResponseStream(response.stream),
+            extensions=response.extensions,
+        )
+
+    async def aclose(self) -> None:
+        await self._pool.aclose()
+
+
+def make_http_client(
+    tuning: HttpTuning, *, policy: NetworkPolicy | None = None
+) -> httpx.AsyncClient:
+    """An httpx client for checks: timeouts, a pool, no redirects, no cookies, no proxies.
+
+    With ``policy`` every connection goes through the address checks of
+    :mod:`~circleback.core.netguard`; without, it reaches any address (for
+    destinations the operator configured, such as module URLs). Cookies are
+    never kept, so nothing one job's server sets reaches another job's request.
+    """
+    timeout = httpx.Timeout(
+        connect=tuning.connect_timeout_seconds,
+        read=tuning.read_timeout_seconds,
+        write=tuning.read_timeout_seconds,
+        pool=tuning.connect_timeout_seconds,
+    )
+    limits = httpx.Limits(
+        max_connections=tuning.max_connections,
+        max_keepalive_connections=tuning.max_keepalive_connections,
+        keepalive_expiry=5.0,
+    )
+    transport: httpx.AsyncBaseTransport = (
+        _GuardedTransport(policy, tuning)
+        if policy is not None
+        else httpx.AsyncHTTPTransport(limits=limits, trust_env=False)
+    )
+    no_cookies = http.cookiejar.CookieJar(
+        policy=http.cookiejar.DefaultCookiePolicy(allowed_domains=[])
+    )
+    return httpx.AsyncClient(
+        transport=transport,
+        timeout=timeout,
+        follow_redirects=False,
+        trust_env=False,
+        cookies=no_cookies,
+        headers={"user-agent": _USER_AGENT, "accept-encoding": "identity"},
+    )
+
+
+# -- reading bodies ----------------------------------------------------------------------------
+
+
+def _decoder(encoding: str) -> Callable[[bytes, int], bytes] | None:
+    """A bounded decoder for a Content-Encoding: ``decode(data, most)`` yields ≤ ``most`` bytes.
+
+    Bounded so that a small compressed body cannot expand into a huge one in memory.
+    None for an encoding that is not decoded.
+    """
+    if encoding in ("", "identity"):
+        return lambda data, most: data[:most]
+    if encoding in ("gzip", "x-gzip", "deflate"):
+        inflater = zlib.decompressobj(zlib.MAX_WBITS | 32)  # gzip or zlib, from the header
+
+        def inflate(data: bytes, most: int) -> bytes:
+            try:
+                return inflater.decompress(data, most)
+            except zlib.error as exc:
+                raise httpx.DecodingError(f"the {encoding} body is corrupt: {exc}") from None
+
+        return inflate
+    return None
+
+
+async def read_capped(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
+    """Read ``response``'s body, decoded, up to ``limit`` bytes; return it and whether it was cut.
+
+    Reading stops as soon as the limit is passed, so an endless body costs no
+    more than the limit. A body in an encoding that is not decoded is returned raw.
+    """
+    encoding = response.headers.get("content-encoding", "").strip().lower()
+    decode = _decoder(encoding) or (lambda data, most: data[:most])
+    body = bytearray()
+    chunks = response.aiter_raw()
+    async for chunk in chunks:
+        body += decode(chunk, limit + 1 - len(body))
+        if len(body) > limit:
+            break
+    else:
+        return bytes(body), False
+    del body[limit:]
+    await _abandon(response, chunks)
+    return bytes(body), True
+
+
+async def _abandon(response: httpx.Response, chunks: AsyncIterator[bytes]) -> None:
+    """Stop reading a body midway: close the connection, then let the readers run out.
+
+    The body is read through a chain of async generators (httpx's and
+    httpcore's); closing only the outermost would leave the inner ones suspended
+    until garbage collection. With the connection closed, the next read fails
+    at the bottom of the chain and the failure unwinds every generator in it.
+    """
+    await response.aclose()
+    with contextlib.suppress(Exception):
+        for _ in range(_MAX_DRAIN_STEPS):
+            await chunks.__anext__()
+
+
+_NOT_JSON: Final = object()
+#: Bound on reads after closing a cut body (each returns data already buffered, or fails).
+_MAX_DRAIN_STEPS = 10_000
+
+
+def _text(content: bytes, response: httpx.Response) -> str:
+    try:
+        return content.decode(response.charset_encoding or "utf-8", errors="replace")
+    except LookupError:
+        return content.decode("utf-8", errors="replace")
+
+
+def _parse_json(text: str) -> Any:
+    if not text.strip():
+        return _NOT_JSON
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return _NOT_JSON
+
+
+def _excerpt(text: str) -> str:
+    return text if len(text) <= _EXCERPT_CHARS else text[:_EXCERPT_CHARS] + "…"
+
+
+@attrs.frozen(kw_only=True)
+class _Answer:
+    url: str
+    status: int
+    redirects: int
+    content: bytes
+    truncated: bool
+    encoding: str
+    text: str
+    parsed: Any
+
+
+class _TooManyRedirects(Exception):
+    pass
+
+
+# -- the checker -------------------------------------------------------------------------------
+
+
+class PollUrlChecker(Checker):
+    """Requests a URL each interval; done when the status (and optional body field) match."""
+
+    job_type = "poll_url"
+    description = (
+        "Request an http(s) URL every interval until it answers with an expected status "
+        "(and, optionally, a JSON body field with one of the given values)."
+    )
+
+    def __init__(self) -> None:
+        self._client: httpx.AsyncClient | None = None
+        self._policy: NetworkPolicy | None = None
+
+    # -- validation --------------------------------------------------------------------------
+
+    def validate_config(
+        self, config: Mapping[str, Any], context: ValidationContext
+    ) -> dict[str, Any]:
+        unknown = sorted(str(key) for key in config if key not in _CONFIG_KEYS)
+        if unknown:
+            raise ValidationError(unknown[0], "is not a known setting of a poll_url job")
+        if "url" not in config:
+            raise ValidationError("url", "is required")
+        raw_url = require_string(config["url"], "url", max_chars=2048)
+        try:
+            url = parse_http_url(raw_url)
+        except AddressRefused as exc:
+            raise ValidationError("url", exc.reason) from None
+        try:
+            NetworkPolicy.from_allow_list(context.settings.allow_networks).check_url(url)
+        except AddressRefused as exc:
+            raise ValidationError("url", f"may not be requested: {exc.reason}") from None
+        normal: dict[str, Any] = {"url": str(url)}
+
+        method = config.get("method", "GET")
+        if not isinstance(method, str) or method.upper() not in METHODS:
+            raise ValidationError("method", f"must be one of {', '.join(METHODS)}")
+        normal["method"] = method.upper()
+        normal["expected_status"] = _validate_statuses(config.get("expected_status", 200))
+        if "headers" in config:
+            normal["headers"] = _validate_headers(config["headers"])
+        if "json" in config:
+            if normal["method"] in ("GET", "HEAD"):
+                raise ValidationError("json", f"a {normal['method']} request has no body")
+            normal["json"] = config["json"]
+        has_field, has_values = "response_field" in config, "response_values" in config
+        if has_field != has_values:
+            missing = "response_values" if has_field else "response_field"
+            raise ValidationError(missing, "is required with " + (
+                "response_field" if has_field else "response_values"))
+        if has_field:
+            if normal["method"] == "HEAD":
+                raise ValidationError("response_field", "a HEAD request has no body to look into")
+            normal["response_field"] = validate_path(config["response_field"], "response_field")
+            normal["response_values"] = validate_values(
+                config["response_values"], "response_values"
+            )
+        return normal
+
+    def config_schema(self) -> dict[str, Any]:
+        status = {"type": "integer", "minimum": 100, "maximum": 599}
+        scalar = {"type": ["string", "number", "boolean", "null"]}
+        return {
+            "type": "object",
+            "properties": {
+                "url": {
+                    "type": "string",
+                    "maxLength": 2048,
+                    "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://",
+                    "description": "The http or https URL to request. It must reach a public "
+                    "address (loopback, private and metadata addresses are refused).",
+                },
+                "method": {"type": "string", "enum": list(METHODS), "default": "GET"},
+                "expected_status": {
+                    "description": "The status code, or codes, that mean done.",
+                    "default": 200,
+                    "oneOf": [
+                        status,
+                        {"type": "array", "items": status, "minItems": 1,
+                         "maxItems": _MAX_STATUSES, "uniqueItems": True},
+                    ],
+                },
+                "headers": {
+                    "type": "object",
+                    "description": "Extra request headers.",
+                    "maxProperties": _MAX_HEADERS,
+                    "propertyNames": {"pattern": _HEADER_NAME.pattern},
+                    "additionalProperties": {
+                        "type": "string", "maxLength": _MAX_HEADER_VALUE_CHARS
+                    },
+                },
+                "json": {"description": "A JSON body to send (not with GET or HEAD)."},
+                "response_field": {
+                    "type": "string",
+                    "maxLength": 256,
+                    "description": "A dotted path into the JSON body, such as 'status' or "
+                    "'checks.0.state'; requires response_values.",
+                },
+                "response_values": {
+                    "description": "The values of response_field that mean done.",
+                    "oneOf": [
+                        scalar,
+                        {"type": "array", "items": scalar, "minItems": 1, "maxItems": 50},
+                    ],
+                },
+            },
+            "required": ["url"],
+            "additionalProperties": False,
+            "dependentRequired": {
+                "response_field": ["response_values"],
+                "response_values": ["response_field"],
+            },
+        }
+
+    def describe(self, config: Mapping[str, Any]) -> str:
+        codes = config.get("expected_status") or [200]
+        wanted = " or ".join(str(code) for code in codes)
+        text = f"{config.get('method', 'GET')} {config.get('url')} (waiting for HTTP {wanted}"
+        if config.get("response_field"):
+            values = describe_value(config.get("response_values"))
+            text += f" with {config['response_field']} in {values}"
+        return text + ")"
+
+    # -- running -----------------------------------------------------------------------------
+
+    async def start(self, runtime: Runtime) -> None:
+        self._policy = NetworkPolicy.from_allow_list(runtime.settings.allow_networks)
+        self._client = make_http_client(runtime.settings.http, policy=self._policy)
+
+    async def stop(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    async def check(self, job: Job, runtime: Runtime) -> CheckOutcome:
+        client, policy = self._client, self._policy
+        if client is None or policy is None:
+            return CheckOutcome.not_yet("poll_url is not running (its engine did not start it)")
+        config = job.check_config
+        tuning = runtime.settings.http
+        started = anyio.current_time()
+        try:
+            with anyio.fail_after(tuning.total_timeout_seconds):
+                answer = await self._fetch(client, policy, config, tuning.max_response_bytes)
+        except TimeoutError:
+            return CheckOutcome.not_yet(
+                f"no complete answer from {config['url']} within "
+                f"{tuning.total_timeout_seconds:g} s"
+            )
+        except AddressRefused as exc:
+            return CheckOutcome.failed(f"blocked: {exc.reason}")
+        except _TooManyRedirects as exc:
+            return CheckOutcome.not_yet(str(exc))
+        except httpx.TimeoutException as exc:
+            return CheckOutcome.not_yet(f"{_timeout_kind(exc)} from {config['url']}")
+        except httpx.HTTPError as exc:
+            detail = str(exc) or type(exc).__name__
+            return CheckOutcome.not_yet(f"request to {config['url']} failed: {detail}")
+        elapsed_ms = round((anyio.current_time() - started) * 1000)
+        return _judge(config, answer, elapsed_ms, tuning.max_response_bytes)
+
+    async def _fetch(
+        self,
+        client: httpx.AsyncClient,
+        policy: NetworkPolicy,
+        config: Mapping[str, Any],
+        limit: int,
+    ) -> _Answer:
+        headers = dict(config.get("headers") or {})
+        content: bytes | None = None
+        if "json" in config:
+            content = json.dumps(config["json"], separators=(",", ":")).encode()
+            headers.setdefault("content-type", "application/json")
+        request = client.build_request(
+            config["method"], parse_http_url(config["url"]), headers=headers, content=content
+        )
+        expected = config["expected_status"]
+        for hop in range(MAX_REDIRECTS + 1):
+            policy.check_url(request.url)
+            response = await client.send(request, stream=True)
+            try:
+                following = response.next_request
+                if following is None or response.status_code in expected:
+                    body, truncated = await read_capped(response, limit)
+                    encoding = response.headers.get("content-encoding", "").strip().lower()
+                    text = _text(body, response)
+                    return _Answer(
+                        url=str(request.url),
+                        status=response.status_code,
+                        redirects=hop,
+                        content=body,
+                        truncated=truncated,
+                        encoding=encoding,
+                        text=text,
+                        parsed=_NOT_JSON if truncated else _parse_json(text),
+                    )
+            finally:
+                await response.aclose()
+            request = following
+        raise _TooManyRedirects(
+            f"more than {MAX_REDIRECTS} redirects, the last to {request.url}"
+        )
+
+
+def _judge(config: Mapping[str, Any], answer: _Answer, elapsed_ms: int, limit: int) -> CheckOutcome:
+    result: dict[str, Any] = {
+        "url": answer.url,
+        "status": answer.status,
+        "elapsed_ms": elapsed_ms,
+        "body": _result_body(answer),
+    }
+    if answer.truncated:
+        result["truncated"] = True
+    if answer.redirects:
+        result["redirects"] = answer.redirects
+    expected: list[int] = config["expected_status"]
+    if answer.status not in expected:
+        wanted = " or ".join(str(code) for code in expected)
+        return CheckOutcome.not_yet(
+            f"HTTP {answer.status} from {answer.url}, waiting for {wanted}", result
+        )
+    field = config.get("response_field")
+    if field:
+        if answer.parsed is _NOT_JSON:
+            why = f"was cut at {limit} bytes" if answer.truncated else "is not JSON"
+            return CheckOutcome.not_yet(
+                f"the body {why}, so response_field {field} cannot be read", result
+            )
+        try:
+            value = lookup(answer.parsed, field)
+        except FieldMissing as exc:
+            return CheckOutcome.not_yet(f"response_field {field} is missing: {exc}", result)
+        if not matches(value, config["response_values"]):
+            return CheckOutcome.not_yet(
+                f"{field} is {describe_value(value)}, waiting for one of "
+                f"{describe_value(config['response_values'])}",
+                result,
+            )
+    return CheckOutcome.met(result)
+
+
+def _result_body(answer: _Answer) -> Any:
+    if answer.encoding not in ("", "identity", "gzip", "x-gzip", "deflate"):
+        return f"<{len(answer.content)} bytes in {answer.encoding} encoding>"
+    if answer.parsed is not _NOT_JSON:
+        compact = json.dumps(answer.parsed, separators=(",", ":"), ensure_ascii=False)
+        if len(compact) <= _MAX_JSON_RESULT_CHARS:
+            return answer.parsed
+    return _excerpt(answer.text)
+
+
+def _timeout_kind(exc: httpx.TimeoutException) -> str:
+    if isinstance(exc, httpx.ConnectTimeout):
+        return "timed out connecting"
+    if isinstance(exc, httpx.PoolTimeout):
+        return "timed out waiting for a free connection"
+    if isinstance(exc, httpx.WriteTimeout):
+        return "timed out sending the request"
+    return "timed out waiting for an answer"
+
+
+def _validate_statuses(value: Any) -> list[int]:
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise ValidationError("expected_status", "must list at least one status code")
+    if len(values) > _MAX_STATUSES:
+        raise ValidationError("expected_status", f"must list at most {_MAX_STATUSES} codes")
+    codes: list[int] = []
+    for index, item in enumerate(values):
+        where = f"expected_status.{index}" if isinstance(value, list) else "expected_status"
+        code = int(require_number(item, where, integer=True, minimum=100, maximum=599))
+        if code not in codes:
+            codes.append(code)
+    return codes
+
+
+def _validate_headers(value: Any) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        raise ValidationError("headers", "must be an object of header names and string values")
+    if len(value) > _MAX_HEADERS:
+        raise ValidationError("headers", f"must have at most {_MAX_HEADERS} headers")
+    headers: dict[str, str] = {}
+    for name, text in value.items():
+        if not isinstance(name, str) or not _HEADER_NAME.match(name):
+            raise ValidationError("headers", f"{str(name)[:64]!r} is not a valid header name")
+        where = f"headers.{name}"
+        if name.lower() in _RESERVED_HEADERS or name.lower().startswith("proxy-"):
+            raise ValidationError(where, "is set by circleback and cannot be given")
+        if not isinstance(text, str):
+            raise ValidationError(where, "must be a string")
+        if len(text) > _MAX_HEADER_VALUE_CHARS:
+            raise ValidationError(where, f"must be at most {_MAX_HEADER_VALUE_CHARS} characters")
+        if any((ord(ch) < 0x20 and ch != "\t") or ord(ch) == 0x7F for ch in text):
+            raise ValidationError(where, "must not contain line breaks or control characters")
+        headers[name] = text
+    return headers
+
+
+@hookimpl
+def circleback_register_checkers(register: Callable[[Checker], None]) -> None:
+    """Register the ``poll_url`` job type."""
+    register(PollUrlChecker())
