@@ -23,6 +23,7 @@ import sniffio
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
@@ -112,6 +113,18 @@ def _configure_sqlite(engine: Engine) -> None:
             connection.exec_driver_sql("BEGIN")
         else:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+#: Tries of one transaction that PostgreSQL aborted to break a deadlock or a serialisation conflict.
+_RETRIES = 3
+_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01"})
+
+
+def _is_transient(exc: DBAPIError) -> bool:
+    """Whether the database aborted the transaction only to resolve a conflict (safe to retry)."""
+    original = exc.orig
+    code = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
+    return code in _TRANSIENT_SQLSTATES
 
 
 class TransactionRunner:
@@ -205,7 +218,14 @@ class TransactionRunner:
             # A transaction runs to its end: cancelling it half-way would leave the
             # connection in an unknown state (and aiosqlite hanging on close).
             with anyio.CancelScope(shield=True):
-                result = await self._run(fn, args, readonly)
+                for attempt in range(1, _RETRIES + 1):
+                    try:
+                        result = await self._run(fn, args, readonly)
+                        break
+                    except DBAPIError as exc:
+                        if attempt == _RETRIES or not _is_transient(exc):
+                            raise
+                        await anyio.sleep(0.01 * attempt)
         return result
 
     async def _run(self, fn: Callable[..., T], args: tuple[Any, ...], readonly: bool) -> T:

@@ -241,8 +241,8 @@ class Engine:
     def _make_heartbeat(self) -> Heartbeat:
         tuning = self.settings.tuning
 
-        def fenced(items: list[Job] | list[OutboxEntry]) -> list[tuple[uuid.UUID, int]]:
-            return [(item.id, item.lease_token) for item in items]
+        def ids(items: list[Job] | list[OutboxEntry]) -> list[uuid.UUID]:
+            return [item.id for item in items]
 
         return Heartbeat(
             url=self.store.runner.url,
@@ -250,8 +250,8 @@ class Engine:
             clock=self.clock,
             period=tuning.heartbeat_interval,
             lease_seconds=tuning.lease_seconds,
-            held_jobs=lambda: fenced(self._jobs.held()),
-            held_deliveries=lambda: fenced(self._deliveries.held()),
+            held_jobs=lambda: ids(self._jobs.held()),
+            held_deliveries=lambda: ids(self._deliveries.held()),
             logger=logger,
         )
 

@@ -26,7 +26,7 @@ from .store import Store
 
 __all__ = ["Heartbeat"]
 
-Held = Callable[[], list[tuple[uuid.UUID, int]]]
+Held = Callable[[], list[uuid.UUID]]
 
 
 class Heartbeat:
@@ -96,7 +96,7 @@ class Heartbeat:
         deliveries = self._held_deliveries()
         now = self._clock.now()
         with self._engine.begin() as conn:
-            renewed_jobs, _ = Store.renew_leases_sync(
+            taken = Store.renew_leases_sync(
                 conn, self._worker_id, jobs, deliveries, now, self._lease_seconds
             )
             Store.heartbeat_sync(
@@ -109,9 +109,9 @@ class Heartbeat:
                 len(deliveries),
                 stopped=stopped,
             )
-        lost = len(jobs) - renewed_jobs
-        if lost > 0:
+        if taken:
             self._log.warning(
-                "worker %s lost %d job leases (cancelled, finished, or taken over)",
-                self._worker_id, lost,
+                "worker %s stalled past its leases: %d jobs or messages were taken over by "
+                "other workers; its results for them will be refused",
+                self._worker_id, len(taken),
             )

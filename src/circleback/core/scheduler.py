@@ -7,8 +7,8 @@ exist for the caller (listing shows none, cancelling answers "not found").
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
-from datetime import timedelta
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from .clock import Clock
@@ -50,11 +50,39 @@ class Scheduler:
         Nothing is written when validation fails. The first check is due at
         once for polls, after ``delay_seconds`` for a delay.
         """
+        [job] = await self.add_jobs(caller, [spec])
+        return job
+
+    async def add_jobs(
+        self, caller: Caller, specs: Sequence[JobSpec | Mapping[str, Any]]
+    ) -> list[Job]:
+        """Add several jobs of ``caller`` in one transaction: all of them, or none.
+
+        Every spec is validated first; the first bad one raises
+        :class:`~circleback.ValidationError` (its field prefixed with the spec's
+        index, as in ``2.interval_seconds``, when there are several) and nothing is written.
+        """
         validate_caller(caller)
-        valid = self.validate(spec)
+        valid_specs = []
+        for index, spec in enumerate(specs):
+            try:
+                valid_specs.append(self.validate(spec))
+            except ValidationError as exc:
+                if len(specs) == 1:
+                    raise
+                raise ValidationError(f"{index}.{exc.field}", exc.reason) from None
         now = self._clock.now()
+        new_jobs = [self._new_job(caller, valid, now) for valid in valid_specs]
+        await self._store.insert_jobs(
+            new_jobs, max_active_per_user=self._settings.limits.max_active_jobs_per_user
+        )
+        if new_jobs:
+            self._on_change()
+        return new_jobs
+
+    def _new_job(self, caller: Caller, valid: JobSpec, now: datetime) -> Job:
         delay = self._plugins.checker(valid.job_type).first_check_delay(valid.check_config)
-        job = Job(
+        return Job(
             id=uuid.uuid4(),
             user_id=caller.user_id,
             platform=caller.platform,
@@ -77,11 +105,6 @@ class Scheduler:
             created_at=now,
             updated_at=now,
         )
-        await self._store.insert_job(
-            job, max_active_per_user=self._settings.limits.max_active_jobs_per_user
-        )
-        self._on_change()
-        return job
 
     async def list_jobs(
         self,

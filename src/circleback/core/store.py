@@ -142,22 +142,30 @@ class Store:
 
     async def insert_job(self, job: Job, *, max_active_per_user: int) -> None:
         """Store a new job, unless its user already has ``max_active_per_user`` active jobs."""
-        await self._runner.run(self._insert_job, job, max_active_per_user)
+        await self._runner.run(self._insert_jobs, [job], max_active_per_user)
+
+    async def insert_jobs(self, new_jobs: Sequence[Job], *, max_active_per_user: int) -> None:
+        """Store new jobs of one user in one transaction: all of them or, over the limit, none."""
+        if new_jobs:
+            await self._runner.run(self._insert_jobs, list(new_jobs), max_active_per_user)
 
     @staticmethod
-    def _insert_job(conn: Connection, job: Job, max_active: int) -> None:
+    def _insert_jobs(conn: Connection, new_jobs: list[Job], max_active: int) -> None:
+        users = {job.user_id for job in new_jobs}
+        if len(users) != 1:
+            raise ValueError("insert_jobs takes the jobs of one user")
         active = conn.execute(
             sa.select(sa.func.count())
             .select_from(jobs)
-            .where(jobs.c.user_id == job.user_id, jobs.c.status == _ACTIVE)
+            .where(jobs.c.user_id == new_jobs[0].user_id, jobs.c.status == _ACTIVE)
         ).scalar_one()
-        if active >= max_active:
+        if active + len(new_jobs) > max_active:
             raise LimitExceeded(
                 "job_type",
-                f"this user already has {active} active jobs, the most allowed; "
+                f"this user has {active} active jobs and may have at most {max_active}; "
                 "cancel some or wait for them to finish",
             )
-        conn.execute(sa.insert(jobs).values(_job_values(job)))
+        conn.execute(sa.insert(jobs), [_job_values(job) for job in new_jobs])
         _wake_other_workers(conn)
 
     async def get_job(self, user_id: str, job_id: uuid.UUID) -> Job | None:
@@ -227,6 +235,7 @@ class Store:
         if (job_id is None) == (workflow_id is None):
             raise ValueError("give exactly one of job_id and workflow_id")
         match = jobs.c.id == job_id if job_id is not None else jobs.c.workflow_id == workflow_id
+        _lock_rows(conn, jobs, match, jobs.c.user_id == user_id, jobs.c.status == _ACTIVE)
         cancelled = [
             _job_from_row(row)
             for row in conn.execute(
@@ -278,15 +287,13 @@ class Store:
             .order_by(jobs.c.next_run_at)
             .limit(limit)
         )
-        if self._locks_rows:
-            due = due.with_for_update(skip_locked=True)
         # SQLite runs this one statement under its write lock, so the chosen ids are still
         # due; repeating the conditions there would make its planner walk every active job
         # by status instead of looking the ids up (see tests/test_query_plan.py).
         recheck = (jobs.c.status == _ACTIVE, free) if self._locks_rows else ()
         return (
             sa.update(jobs)
-            .where(jobs.c.id.in_(due.scalar_subquery()), *recheck)
+            .where(self._among(jobs, due), *recheck)
             .values(
                 lease_owner=worker_id,
                 lease_expires_at=now + timedelta(seconds=lease_seconds),
@@ -294,6 +301,19 @@ class Store:
             )
             .returning(*jobs.c)
         )
+
+    def _among(self, table: sa.Table, due: sa.Select[Any]) -> sa.ColumnElement[bool]:
+        """``table.id`` is one of the ids ``due`` selects, evaluated exactly once.
+
+        On PostgreSQL the ids are locked with ``FOR UPDATE SKIP LOCKED`` and
+        gathered into an array first: a plain ``IN (subquery ... LIMIT)`` may be
+        planned as a subplan run once per outer row, which claims more rows
+        than the limit and rows that other workers hold.
+        """
+        if self._locks_rows:
+            locked = due.with_for_update(skip_locked=True).scalar_subquery()
+            return table.c.id == sa.any_(sa.func.array(locked))
+        return table.c.id.in_(due.scalar_subquery())
 
     def _claim_due_jobs(
         self, conn: Connection, worker_id: str, now: datetime, limit: int, lease_seconds: float
@@ -325,11 +345,13 @@ class Store:
         now: datetime,
     ) -> set[uuid.UUID]:
         ids = [claimed.id for claimed, _ in transitions]
-        holders = sa.select(jobs.c.id, jobs.c.lease_token).where(
-            jobs.c.id.in_(ids), jobs.c.status == _ACTIVE, jobs.c.lease_owner == worker_id
+        holders = (
+            sa.select(jobs.c.id, jobs.c.lease_token)
+            .where(jobs.c.id.in_(ids), jobs.c.status == _ACTIVE, jobs.c.lease_owner == worker_id)
+            .order_by(jobs.c.id)
         )
         if self._locks_rows:
-            holders = holders.with_for_update()
+            holders = holders.with_for_update()  # in id order, like every locking write here
         tokens = {row[0]: row[1] for row in conn.execute(holders)}
         applied = [
             (claimed, transition)
@@ -377,6 +399,7 @@ class Store:
     def _release(
         conn: Connection, table: sa.Table, worker_id: str, pairs: list[tuple[uuid.UUID, int]]
     ) -> int:
+        _lock_rows(conn, table, table.c.id.in_([item_id for item_id, _ in pairs]))
         result = conn.execute(
             sa.update(table)
             .where(
@@ -393,34 +416,47 @@ class Store:
     def renew_leases_sync(
         conn: Connection,
         worker_id: str,
-        held_jobs: list[tuple[uuid.UUID, int]],
-        held_deliveries: list[tuple[uuid.UUID, int]],
+        held_jobs: Sequence[uuid.UUID],
+        held_deliveries: Sequence[uuid.UUID],
         now: datetime,
         lease_seconds: float,
-    ) -> tuple[int, int]:
-        """Extend the leases ``worker_id`` still holds (fenced by token); returns how many held.
+    ) -> set[uuid.UUID]:
+        """Extend the leases ``worker_id`` still holds among the given ids.
 
-        Synchronous on purpose: the heartbeat thread calls it with its own
-        connection, so a busy event loop cannot starve the renewal.
+        Returns the ids among them that another worker holds now (taken over
+        after this worker stalled). Synchronous on purpose: the heartbeat thread
+        calls it with its own connection, so a busy event loop cannot starve it.
         """
         expires = now + timedelta(seconds=lease_seconds)
-        renewed = []
+        taken: set[uuid.UUID] = set()
         for table, held in ((jobs, held_jobs), (outbox, held_deliveries)):
             if not held:
-                renewed.append(0)
                 continue
-            result = conn.execute(
-                sa.update(table)
-                .where(
-                    table.c.id == sa.bindparam("b_id"),
-                    table.c.lease_token == sa.bindparam("b_token"),
-                    table.c.lease_owner == worker_id,
-                )
-                .values(lease_expires_at=expires),
-                [{"b_id": item_id, "b_token": token} for item_id, token in held],
+            # Never wait: a row locked right now is being recorded or cancelled,
+            # which ends the lease anyway.
+            mine = _lock_rows(
+                conn,
+                table,
+                table.c.id.in_(list(held)),
+                table.c.lease_owner == worker_id,
+                skip_locked=True,
             )
-            renewed.append(int(result.rowcount))
-        return renewed[0], renewed[1]
+            if mine:
+                conn.execute(
+                    sa.update(table)
+                    .where(table.c.id.in_(mine), table.c.lease_owner == worker_id)
+                    .values(lease_expires_at=expires)
+                )
+            taken.update(
+                conn.execute(
+                    sa.select(table.c.id).where(
+                        table.c.id.in_(list(held)),
+                        table.c.lease_owner.is_not(None),
+                        table.c.lease_owner != worker_id,
+                    )
+                ).scalars()
+            )
+        return taken
 
     @staticmethod
     def heartbeat_sync(
@@ -475,12 +511,20 @@ class Store:
     def _reap_expired_leases(conn: Connection, now: datetime) -> int:
         count = 0
         for table in (jobs, outbox):
-            result = conn.execute(
-                sa.update(table)
-                .where(table.c.lease_expires_at.is_not(None), table.c.lease_expires_at <= now)
-                .values(lease_owner=None, lease_expires_at=None)
+            expired = _lock_rows(
+                conn,
+                table,
+                table.c.lease_expires_at.is_not(None),
+                table.c.lease_expires_at <= now,
+                skip_locked=True,
             )
-            count += int(result.rowcount)
+            if expired:
+                result = conn.execute(
+                    sa.update(table)
+                    .where(table.c.id.in_(expired), table.c.lease_expires_at <= now)
+                    .values(lease_owner=None, lease_expires_at=None)
+                )
+                count += int(result.rowcount)
         return count
 
     async def next_due_time(self) -> datetime | None:
@@ -541,11 +585,9 @@ class Store:
             .order_by(outbox.c.next_attempt_at)
             .limit(limit)
         )
-        if self._locks_rows:
-            due = due.with_for_update(skip_locked=True)
         rows = conn.execute(
             sa.update(outbox)
-            .where(outbox.c.id.in_(due.scalar_subquery()), outbox.c.status == _PENDING, free)
+            .where(self._among(outbox, due), outbox.c.status == _PENDING, free)
             .values(
                 lease_owner=worker_id,
                 lease_expires_at=now + timedelta(seconds=lease_seconds),
@@ -569,6 +611,7 @@ class Store:
     ) -> int:
         fields = ("status", "attempts", "next_attempt_at", "sent_at", "last_error",
                   "delivered_via", "delivery_note")
+        _lock_rows(conn, outbox, outbox.c.id.in_([entry.id for entry, _ in updates]))
         result = conn.execute(
             sa.update(outbox)
             .where(
@@ -624,6 +667,23 @@ class Store:
             query = query.where(outbox.c.status == status.value)
         query = query.order_by(outbox.c.created_at.desc()).limit(limit)
         return [_entry_from_row(row) for row in conn.execute(query)]
+
+
+def _lock_rows(
+    conn: Connection, table: sa.Table, *conditions: Any, skip_locked: bool = False
+) -> list[uuid.UUID]:
+    """Lock the matching rows in id order before writing them; returns their ids.
+
+    On PostgreSQL every transaction that writes several rows takes their locks
+    in the same (id) order first, so two writers can never deadlock; with
+    ``skip_locked`` rows that another transaction holds are left out instead of
+    waited for. SQLite locks the whole database per write transaction, so
+    there it only selects.
+    """
+    query = sa.select(table.c.id).where(*conditions).order_by(table.c.id)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=skip_locked)
+    return list(conn.execute(query).scalars())
 
 
 #: PostgreSQL channel on which a new or cancelled job wakes every worker.
