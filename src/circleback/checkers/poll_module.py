@@ -49,10 +49,10 @@ from ..core.dotted import (
 )
 from ..core.errors import ConfigurationError, PluginError, ValidationError
 from ..core.hookspecs import hookimpl
+from ..core.httpclient import make_http_client, read_capped
 from ..core.models import Caller, CheckOutcome, Job
 from ..core.settings import Settings
 from ..core.validation import CALLER_FIELDS, require_string
-from .poll_url import make_http_client, read_capped
 
 __all__ = ["HttpModuleCaller", "PollModuleChecker"]
 
