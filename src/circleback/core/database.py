@@ -59,15 +59,19 @@ def make_url_for(url: str | sa.URL, mode: Literal["async", "thread"]) -> sa.URL:
 
 
 def server_settings_from_options(url: sa.URL) -> tuple[sa.URL, dict[str, str]]:
-    """Move libpq's ``options=-c name=value`` out of ``url`` into a settings dict.
+    """Move libpq's ``options=-c name=value`` and ``application_name`` into a settings dict.
 
-    psycopg understands ``options``; asyncpg takes ``server_settings`` instead.
+    psycopg understands both in the URL; asyncpg takes ``server_settings`` instead.
     """
+    settings: dict[str, str] = {}
+    name = url.query.get("application_name")
+    if name:
+        settings["application_name"] = name if isinstance(name, str) else name[0]
+        url = url.difference_update_query(["application_name"])
     raw = url.query.get("options")
     if not raw:
-        return url, {}
+        return url, settings
     text = raw if isinstance(raw, str) else " ".join(raw)
-    settings: dict[str, str] = {}
     tokens = text.replace("-c ", "-c").split()
     for token in tokens:
         if not token.startswith("-c") or "=" not in token:
