@@ -12,7 +12,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import attrs
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from circleback import (
@@ -89,9 +89,13 @@ def jobs(draw: st.DrawFn, status: st.SearchStrategy[JobStatus] | None = None) ->
     )
 
 
+#: For properties of single events: fewer examples than the sequence tests need.
+_QUICK = settings(max_examples=50)
+
 finished_jobs = jobs(st.sampled_from([JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED]))
 
 
+@_QUICK
 @given(job=finished_jobs, event=events, step=steps)
 def test_a_finished_job_never_changes(job: Job, event: Event, step: float) -> None:
     transition = apply_event(job, event, job.updated_at + timedelta(seconds=step))
@@ -191,6 +195,7 @@ def test_nothing_after_a_cancel_changes_the_job(
         assert late.job == cancelled
 
 
+@_QUICK
 @given(job=jobs(), outcome=outcomes, step=steps)
 def test_a_cancelled_job_sends_nothing_for_a_late_result(
     job: Job, outcome: CheckOutcome, step: float
@@ -203,6 +208,7 @@ def test_a_cancelled_job_sends_nothing_for_a_late_result(
     assert late.job == cancelled
 
 
+@_QUICK
 @given(job=jobs(), count=st.integers(min_value=1, max_value=50), step=steps)
 def test_unmet_checks_fail_the_job_exactly_at_max_attempts(
     job: Job, count: int, step: float
@@ -224,6 +230,7 @@ def test_unmet_checks_fail_the_job_exactly_at_max_attempts(
         assert sent == 0
 
 
+@_QUICK
 @given(job=jobs(), attempts=st.integers(min_value=0, max_value=10**30))
 def test_backed_off_interval_is_positive_and_bounded_by_the_cap(job: Job, attempts: int) -> None:
     interval = next_interval(job, attempts)
@@ -237,6 +244,7 @@ def test_backed_off_interval_is_positive_and_bounded_by_the_cap(job: Job, attemp
     assert interval >= job.interval_seconds * (1 - JITTER_FRACTION)
 
 
+@_QUICK
 @given(
     job=jobs(),
     backoff=st.floats(min_value=1.0, max_value=10.0, exclude_min=True),
@@ -255,6 +263,7 @@ def test_backed_off_interval_grows_until_the_cap(job: Job, backoff: float, attem
     assert later >= interval * spread * (1 - 1e-9)
 
 
+@_QUICK
 @given(
     base=st.floats(min_value=0.01, max_value=86_400),
     backoff=st.floats(min_value=1.0, max_value=10.0, exclude_min=True),
