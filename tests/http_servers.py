@@ -6,7 +6,8 @@ times, then 200") in a few lines. The server counts TCP connections and keeps
 every request, so a test can prove that nothing reached it.
 
 The servers run on the standard library's threading HTTP server, outside the
-event loop under test, so they serve asyncio and trio tests alike.
+event loop under test, so they serve asyncio and trio tests alike. Given a
+server-side ``ssl.SSLContext`` they speak https.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import ssl
 import threading
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
@@ -163,9 +165,13 @@ class _Server(ThreadingHTTPServer):
 class HttpServer:
     """A real HTTP server on a free port of 127.0.0.1 (or ``host``), answering through ``app``."""
 
-    def __init__(self, app: App, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, app: App, *, host: str = "127.0.0.1", port: int = 0,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.app = app
         self.host = host
+        self.tls = tls
         self._requested_port = port
         self.requests: list[Request] = []
         self.connections = 0
@@ -206,12 +212,15 @@ class HttpServer:
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://{host}:{self.port}"
 
     def start(self) -> HttpServer:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         self._server = _Server(self, (self.host, self._requested_port), family)
         self._port = int(self._server.server_address[1])
+        if self.tls is not None:
+            self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
             name=f"http-server-{self.port}", daemon=True,

@@ -10,15 +10,18 @@ from __future__ import annotations
 import functools
 import gzip
 import json
+import ssl
 import threading
 import tracemalloc
 import zlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+import trustme
 from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
@@ -26,6 +29,7 @@ from hypothesis import strategies as st
 import circleback
 from circleback import (
     Caller,
+    ConfigurationError,
     EngineTuning,
     HttpTuning,
     Job,
@@ -35,6 +39,7 @@ from circleback import (
     ValidationError,
 )
 from circleback.checkers.poll_url import PollUrlChecker
+from circleback.core.httpclient import make_http_client
 from circleback.core.plugins import PluginRegistry, make_plugin_manager
 from circleback.core.state import JITTER_FRACTION
 from circleback.core.validation import validate_job_spec
@@ -382,6 +387,60 @@ async def test_an_expected_redirect_status_is_not_followed(
             final = await check_once(engine, caller, job)
     assert final.status is JobStatus.COMPLETED
     assert final.last_result["status"] == 301
+
+
+async def test_https_verifies_the_certificate_of_the_name_while_dialling_the_checked_address(
+    local_settings: Callable[..., Settings], caller: Caller, tmp_path: Path
+) -> None:
+    authority = trustme.CA()
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("localhost").configure_cert(server_tls)
+    seen_names: list[str | None] = []
+    server_tls.sni_callback = lambda sock, name, context: seen_names.append(name)
+    ca_file = tmp_path / "ca.pem"
+    authority.cert_pem.write_to_path(str(ca_file))
+    trusting = local_settings(http=HttpTuning(ca_file=str(ca_file)))
+    with HttpServer(sequence(json_reply({"secure": True})), tls=server_tls) as server:
+        by_name = f"https://localhost:{server.port}/"
+        by_address = f"https://127.0.0.1:{server.port}/"
+        async with stepping(trusting) as (engine, _):
+            good = await engine.scheduler.add_job(caller, poll(by_name))
+            wrong_name = await engine.scheduler.add_job(caller, poll(by_address))
+            assert await engine.run_due_jobs() == 2
+            good = await engine.scheduler.get_job(caller, good.id)
+            wrong_name = await engine.scheduler.get_job(caller, wrong_name.id)
+        async with stepping(local_settings()) as (engine, _):
+            untrusted = await engine.scheduler.add_job(caller, poll(by_name))
+            untrusted = await check_once(engine, caller, untrusted)
+    # The name was checked (it resolves to the allowed 127.0.0.1), the checked address
+    # was dialled, and TLS still verified the certificate against the name, sent as SNI.
+    assert good.status is JobStatus.COMPLETED
+    assert good.last_result["body"] == {"secure": True}
+    assert "localhost" in seen_names
+    assert len(server.requests) == 1
+    for refused in (wrong_name, untrusted):
+        assert refused.status is JobStatus.ACTIVE
+        assert refused.last_error is not None
+        assert "CERTIFICATE_VERIFY_FAILED" in refused.last_error
+
+
+def test_a_missing_ca_file_is_a_configuration_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="HTTP CA file"):
+        make_http_client(HttpTuning(ca_file=str(tmp_path / "absent.pem")))
+
+
+def test_http_settings_come_from_the_environment() -> None:
+    settings = Settings.from_env({
+        "CIRCLEBACK_HTTP_TIMEOUT": "7.5",
+        "CIRCLEBACK_HTTP_MAX_RESPONSE_BYTES": "65536",
+        "CIRCLEBACK_HTTP_CA_FILE": "/etc/ssl/internal.pem",
+    })
+    assert settings.http == HttpTuning(
+        total_timeout_seconds=7.5, max_response_bytes=65536, ca_file="/etc/ssl/internal.pem"
+    )
+    with pytest.raises(ConfigurationError, match="CIRCLEBACK_HTTP_MAX_RESPONSE_BYTES"):
+        Settings.from_env({"CIRCLEBACK_HTTP_MAX_RESPONSE_BYTES": "lots"})
+    assert Settings.from_env({}).http == HttpTuning()
 
 
 # -- bodies are cut at the cap ---------------------------------------------------------------

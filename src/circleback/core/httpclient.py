@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import http.cookiejar
+import ssl
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any, Final
@@ -21,6 +22,7 @@ import anyio
 import httpcore
 import httpx
 
+from .errors import ConfigurationError
 from .netguard import AddressRefused, NetworkPolicy
 from .settings import HttpTuning
 
@@ -130,7 +132,7 @@ class GuardedTransport(httpx.AsyncBaseTransport):
 
     def __init__(self, policy: NetworkPolicy, tuning: HttpTuning) -> None:
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(trust_env=False),
+            ssl_context=_ssl_context(tuning),
             max_connections=tuning.max_connections,
             max_keepalive_connections=tuning.max_keepalive_connections,
             keepalive_expiry=_KEEPALIVE_SECONDS,
@@ -163,6 +165,19 @@ class GuardedTransport(httpx.AsyncBaseTransport):
         await self._pool.aclose()
 
 
+def _ssl_context(tuning: HttpTuning) -> ssl.SSLContext:
+    """The usual certificate authorities, plus the operator's ``ca_file`` when there is one."""
+    context = httpx.create_ssl_context(trust_env=False)
+    if tuning.ca_file:
+        try:
+            context.load_verify_locations(cafile=tuning.ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigurationError(
+                f"the HTTP CA file {tuning.ca_file!r} cannot be used: {exc}"
+            ) from None
+    return context
+
+
 def make_http_client(
     tuning: HttpTuning, *, policy: NetworkPolicy | None = None
 ) -> httpx.AsyncClient:
@@ -187,7 +202,7 @@ def make_http_client(
     transport: httpx.AsyncBaseTransport = (
         GuardedTransport(policy, tuning)
         if policy is not None
-        else httpx.AsyncHTTPTransport(limits=limits, trust_env=False)
+        else httpx.AsyncHTTPTransport(verify=_ssl_context(tuning), limits=limits, trust_env=False)
     )
     no_cookies = http.cookiejar.CookieJar(
         policy=http.cookiejar.DefaultCookiePolicy(allowed_domains=[])

@@ -104,6 +104,9 @@ class HttpTuning:
     #: Connections open at once per client, and idle ones kept for reuse.
     max_connections: int = attrs.field(default=100, validator=_positive)
     max_keepalive_connections: int = attrs.field(default=20, validator=_positive)
+    #: A PEM file of certificate authorities trusted for https, besides the usual ones
+    #: (for internal services the operator allowed); None: the usual ones only.
+    ca_file: str | None = None
 
 
 def _parse_modules(raw: str) -> dict[str, str]:
@@ -205,6 +208,8 @@ class Settings:
         ):
             if raw := env.get(name):
                 http[field] = _parse_number(name, raw, kind)
+        if raw := env.get("CIRCLEBACK_HTTP_CA_FILE"):
+            http["ca_file"] = raw
         if http:
             values["http"] = HttpTuning(**http)
         values.update({k: v for k, v in overrides.items() if v is not None})
