@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -119,16 +118,16 @@ def postgres_admin_url() -> Iterator[str]:
 @pytest.fixture
 def postgres_url(postgres_admin_url: str) -> Iterator[str]:
     """A PostgreSQL URL whose search_path is a fresh schema of this test's own (dropped after)."""
-    import sqlalchemy as sa
-
-    schema = f"cb_test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(sa.make_url(postgres_admin_url).set(drivername="postgresql+psycopg"))
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    url = sa.make_url(postgres_admin_url).update_query_dict({"options": f"-csearch_path={schema}"})
+    schema, url = services.postgres_schema(postgres_admin_url)
     try:
-        yield url.render_as_string(hide_password=False)
+        yield url
     finally:
-        with admin.begin() as conn, contextlib.suppress(Exception):
-            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.dispose()
+        services.drop_postgres_schema(schema, postgres_admin_url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, database_url: str) -> str:
+    """The store under test: every test that takes it runs on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        return database_url
+    return str(request.getfixturevalue("postgres_url"))

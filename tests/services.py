@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -141,3 +142,47 @@ def postgres_cluster() -> Iterator[str]:
         subprocess.run([pg_ctl, "-D", data, "-m", "fast", "stop"], capture_output=True,
                        **run_as)  # type: ignore[call-overload]
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def shared_postgres_url() -> str:
+    """The PostgreSQL the suite shares (CIRCLEBACK_TEST_POSTGRES_URL or 127.0.0.1:5432/test).
+
+    For tests that cannot take fixtures (hypothesis state machines); skipped or,
+    under CI, failed when nothing answers.
+    """
+    configured = os.environ.get("CIRCLEBACK_TEST_POSTGRES_URL")
+    if configured:
+        return configured
+    if not port_answers(5432):
+        unavailable("no PostgreSQL answers on 127.0.0.1:5432")
+    return "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def _admin_engine(url: str) -> Any:
+    import sqlalchemy as sa
+
+    return sa.create_engine(sa.make_url(url).set(drivername="postgresql+psycopg"))
+
+
+def postgres_schema(admin_url: str | None = None) -> tuple[str, str]:
+    """Create a fresh schema; returns (its name, a URL whose search_path is that schema)."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    base = admin_url or shared_postgres_url()
+    schema = f"cb_test_{uuid.uuid4().hex[:12]}"
+    engine = _admin_engine(base)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    engine.dispose()
+    url = sa.make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
+    return schema, url.render_as_string(hide_password=False)
+
+
+def drop_postgres_schema(schema: str, admin_url: str | None = None) -> None:
+    """Drop a schema made by :func:`postgres_schema`, with everything in it."""
+    engine = _admin_engine(admin_url or shared_postgres_url())
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    engine.dispose()

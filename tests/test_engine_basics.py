@@ -16,9 +16,13 @@ from circleback.testing import TestingPlugin
 
 
 async def test_delay_job_fires_once_and_notifies_on_stdout(
-    make_settings: Callable[..., Settings], caller: Caller, capsys: pytest.CaptureFixture[str]
+    make_settings: Callable[..., Settings],
+    store_url: str,
+    caller: Caller,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    async with circleback.Engine(make_settings(), load_entry_points=False) as engine:
+    settings = make_settings(database_url=store_url)
+    async with circleback.Engine(settings, load_entry_points=False) as engine:
         job = await engine.scheduler.add_job(
             caller,
             {"job_type": "delay", "check_config": {"delay_seconds": 0.2},
@@ -44,12 +48,16 @@ async def test_delay_job_fires_once_and_notifies_on_stdout(
 
 
 async def test_poll_fails_after_max_attempts_with_default_message(
-    make_settings: Callable[..., Settings], caller: Caller
+    make_settings: Callable[..., Settings], store_url: str, caller: Caller
 ) -> None:
     plugin = TestingPlugin()
     clock = ManualClock()
     async with circleback.Engine(
-        make_settings(), plugins=[plugin], load_entry_points=False, worker=False, clock=clock
+        make_settings(database_url=store_url),
+        plugins=[plugin],
+        load_entry_points=False,
+        worker=False,
+        clock=clock,
     ) as engine:
         job = await engine.scheduler.add_job(
             caller,
@@ -75,12 +83,12 @@ async def test_poll_fails_after_max_attempts_with_default_message(
 
 
 async def test_cancel_wins_over_a_check_in_flight(
-    make_settings: Callable[..., Settings], caller: Caller
+    make_settings: Callable[..., Settings], store_url: str, caller: Caller
 ) -> None:
     plugin = TestingPlugin()
     plugin.checker.gate = anyio.Event()
     async with circleback.Engine(
-        make_settings(), plugins=[plugin], load_entry_points=False
+        make_settings(database_url=store_url), plugins=[plugin], load_entry_points=False
     ) as engine:
         job = await engine.scheduler.add_job(
             caller,

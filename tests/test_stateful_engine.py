@@ -49,6 +49,8 @@ from circleback import (
 )
 from circleback.testing import TestingPlugin
 
+from .services import drop_postgres_schema, postgres_schema
+
 DELIVERY_BACKOFF = 1.0
 DELIVERY_BACKOFF_MAX = 8.0
 
@@ -77,6 +79,7 @@ class EngineMachine(RuleBasedStateMachine):
     """Drives one engine; the backend is set by the subclass."""
 
     backend = "asyncio"
+    database = "sqlite"
     job_ids = Bundle("job_ids")
 
     def __init__(self) -> None:
@@ -90,7 +93,7 @@ class EngineMachine(RuleBasedStateMachine):
         self.clock = ManualClock()
         self.plugin = TestingPlugin()
         config = Settings(
-            database_url=f"sqlite:///{self._dir / 'circleback.db'}",
+            database_url=self._database_url(),
             limits=Limits(min_interval_seconds=0.01),
             tuning=EngineTuning(
                 delivery_backoff_seconds=DELIVERY_BACKOFF,
@@ -109,6 +112,13 @@ class EngineMachine(RuleBasedStateMachine):
         self.model: dict[uuid.UUID, ModelJob] = {}
         self.workflows = [uuid.uuid4(), uuid.uuid4()]
         self.failures_left = 0
+
+    def _database_url(self) -> str:
+        if self.database == "sqlite":
+            return f"sqlite:///{self._dir / 'circleback.db'}"
+        schema, url = postgres_schema()
+        self._stack.callback(drop_postgres_schema, schema)
+        return url
 
     def teardown(self) -> None:
         self._stack.close()
@@ -361,7 +371,21 @@ class TrioEngineMachine(EngineMachine):
     backend = "trio"
 
 
+class AsyncioPostgresEngineMachine(EngineMachine):
+    backend = "asyncio"
+    database = "postgresql"
+
+
+class TrioPostgresEngineMachine(EngineMachine):
+    backend = "trio"
+    database = "postgresql"
+
+
 TestEngineOnAsyncio = AsyncioEngineMachine.TestCase
 TestEngineOnAsyncio.settings = _SETTINGS
 TestEngineOnTrio = TrioEngineMachine.TestCase
 TestEngineOnTrio.settings = _SETTINGS
+TestEngineOnAsyncioPostgres = pytest.mark.postgres(AsyncioPostgresEngineMachine.TestCase)
+TestEngineOnAsyncioPostgres.settings = _SETTINGS
+TestEngineOnTrioPostgres = pytest.mark.postgres(TrioPostgresEngineMachine.TestCase)
+TestEngineOnTrioPostgres.settings = _SETTINGS
