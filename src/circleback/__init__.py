@@ -69,6 +69,7 @@ from .core.settings import EngineTuning, HttpTuning, Limits, Settings
 from .core.state import Cancel, CheckResult, Transition, apply_event
 from .core.store import Store
 from .core.validation import validate_job_spec
+from .tools import SchedulerTools
 
 __version__ = "0.1.0"
 
@@ -107,6 +108,7 @@ __all__ = [
     "PluginRegistry",
     "Runtime",
     "Scheduler",
+    "SchedulerTools",
     "Settings",
     "Store",
     "StoreError",

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import anyio
+import attrs
 import click
 
 from .core.clock import SystemClock
@@ -76,8 +77,15 @@ def _job_row(job: Job) -> list[str]:
         job.status.value,
         f"{job.attempts}/{job.max_attempts}",
         when.strftime("%Y-%m-%d %H:%M:%S") if when else "",
-        (job.last_error or "")[:40],
+        str(job.workflow_id)[:8] if job.workflow_id else "",
+        _one_line(job.last_error or "", 40),
     ]
+
+
+def _one_line(text: str, width: int) -> str:
+    """``text`` on one line, cut to ``width`` characters with an ellipsis."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
 def _print_table(headers: list[str], rows: list[list[str]]) -> None:
@@ -153,12 +161,13 @@ def run(ctx: click.Context, until_idle: bool) -> None:
               help="interval_seconds between checks")
 @click.option("--max-attempts", type=int, default=120, show_default=True,
               help="checks before the job fails")
+@click.option("--json", "as_json", is_flag=True, help="print the new job as JSON for scripts")
 @_caller_options
 @click.pass_context
 def add(ctx: click.Context, /, job_type: str, config: str, message: str,
         failure_message: str | None, on_complete: str, workflow: str | None, interval: float,
-        max_attempts: int, **caller: Any) -> None:
-    """Add a job and print its id."""
+        max_attempts: int, as_json: bool, **caller: Any) -> None:
+    """Add a job and print its id (or the whole job with --json)."""
     try:
         check_config = json.loads(config)
     except json.JSONDecodeError as exc:
@@ -178,7 +187,8 @@ def add(ctx: click.Context, /, job_type: str, config: str, message: str,
         async with _facade_engine(ctx) as engine:
             return await engine.scheduler.add_job(_caller(**caller), spec)
 
-    click.echo(str(_run(ctx, main).id))
+    added = _run(ctx, main)
+    click.echo(json.dumps(added.to_dict(), indent=2) if as_json else str(added.id))
 
 
 @cli.command(name="list")
@@ -199,7 +209,8 @@ def list_jobs(ctx: click.Context, status: str | None, as_json: bool, user: str,
     if as_json:
         click.echo(json.dumps([job.to_dict() for job in found], indent=2))
     else:
-        _print_table(["id", "type", "status", "attempts", "next/done (UTC)", "last error"],
+        _print_table(["id", "type", "status", "attempts", "next/done (UTC)", "workflow",
+                      "last error"],
                      [_job_row(job) for job in found])
 
 
@@ -207,8 +218,9 @@ def list_jobs(ctx: click.Context, status: str | None, as_json: bool, user: str,
 @click.argument("job_id")
 @click.option("--user", default="cli", show_default=True, help="user_id owning the job")
 @click.option("--platform", default="cli", show_default=True, help="platform of the caller")
+@click.option("--json", "as_json", is_flag=True, help="print the job as JSON for scripts")
 @click.pass_context
-def cancel(ctx: click.Context, job_id: str, user: str, platform: str) -> None:
+def cancel(ctx: click.Context, job_id: str, user: str, platform: str, as_json: bool) -> None:
     """Cancel an active job."""
 
     async def main() -> Job:
@@ -216,7 +228,7 @@ def cancel(ctx: click.Context, job_id: str, user: str, platform: str) -> None:
             return await engine.scheduler.cancel_job(_caller(user, platform), job_id)
 
     job = _run(ctx, main)
-    click.echo(f"{job.id} {job.status.value}")
+    click.echo(json.dumps(job.to_dict(), indent=2) if as_json else f"{job.id} {job.status.value}")
 
 
 def _outbox_dict(entry: OutboxEntry) -> dict[str, Any]:
@@ -266,6 +278,95 @@ def outbox_list(ctx: click.Context, status: str | None, limit: int, as_json: boo
         ["notification", "job", "mode", "status", "tries", "via", "last error / note"],
         [_outbox_row(entry) for entry in found],
     )
+
+
+def _print_job(job: Job) -> None:
+    """One job as a two-column table a person can read."""
+
+    def when(value: Any) -> str:
+        return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else "-"
+
+    active = job.status is JobStatus.ACTIVE
+    fields = [
+        ("id", str(job.id)),
+        ("type", job.job_type),
+        ("status", job.status.value),
+        ("attempts", f"{job.attempts} of {job.max_attempts}"),
+        ("interval", f"{job.interval_seconds:g} s"),
+        ("next check", when(job.next_run_at) if active else "-"),
+        ("last checked", when(job.last_checked_at)),
+        ("created", when(job.created_at)),
+        ("finished", when(job.completed_at)),
+        ("workflow", str(job.workflow_id) if job.workflow_id else "-"),
+        ("on complete", job.on_complete),
+        ("check config", json.dumps(job.check_config, ensure_ascii=False)),
+        ("success message", job.on_success_message),
+        ("failure message", job.on_failure_message or "(default)"),
+        ("last result", "-" if job.last_result is None
+         else _one_line(json.dumps(job.last_result, ensure_ascii=False), 200)),
+        ("last error", _one_line(job.last_error, 200) if job.last_error else "-"),
+        ("caller", f"{job.user_id} on {job.platform}"),
+    ]
+    width = max(len(name) for name, _ in fields)
+    for name, value in fields:
+        first, *more = value.splitlines() or [""]
+        click.echo(f"{name.ljust(width)}  {first}")
+        for line in more:  # a message's further lines stay in the value column
+            click.echo(f"{'':{width}}  {line}")
+
+
+@cli.group()
+def jobs() -> None:
+    """Look at and act on jobs: show, list, add, cancel."""
+
+
+@jobs.command(name="show")
+@click.argument("job_id")
+@click.option("--user", default="cli", show_default=True, help="user_id owning the job")
+@click.option("--platform", default="cli", show_default=True, help="platform of the caller")
+@click.option("--json", "as_json", is_flag=True, help="print JSON for scripts")
+@click.pass_context
+def show_job(ctx: click.Context, job_id: str, user: str, platform: str, as_json: bool) -> None:
+    """Show one job in full."""
+
+    async def main() -> Job:
+        async with _facade_engine(ctx) as engine:
+            return await engine.scheduler.get_job(_caller(user, platform), job_id)
+
+    job = _run(ctx, main)
+    if as_json:
+        click.echo(json.dumps(job.to_dict(), indent=2))
+    else:
+        _print_job(job)
+
+
+jobs.add_command(list_jobs, name="list")
+jobs.add_command(add, name="add")
+jobs.add_command(cancel, name="cancel")
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="address to listen on; beyond loopback only with CIRCLEBACK_API_TOKEN set")
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True,
+              help="TCP port to listen on")
+@click.option("--shutdown-grace", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="seconds a stopping service waits for checks in flight before giving "
+                   "their jobs back  [default: 10]")
+@click.pass_context
+def serve(ctx: click.Context, host: str, port: int, shutdown_grace: float | None) -> None:
+    """Run the engine and the tool service (GET /manifest, POST /execute, GET /health).
+
+    Stops gracefully on SIGINT or SIGTERM. The bearer token comes from
+    CIRCLEBACK_API_TOKEN; without it the service listens on loopback only.
+    """
+    from .tools.serve import serve as serve_tools
+
+    settings = _settings(ctx)
+    if shutdown_grace is not None:
+        tuning = attrs.evolve(settings.tuning, shutdown_grace_seconds=shutdown_grace)
+        settings = attrs.evolve(settings, tuning=tuning)
+    _run(ctx, lambda: serve_tools(settings, host=host, port=port))
 
 
 def main() -> None:

@@ -1,0 +1,287 @@
+"""``circleback serve`` as a real process on a free port, spoken to over HTTP with httpx.
+
+Each test starts the command with its own SQLite file and the test Redis, on the
+same async backend as the test itself (so Hypercorn and the engine are exercised
+on asyncio and on trio), and stops it with a real signal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+import httpx
+import pytest
+
+from circleback import Caller, ConfigurationError
+from circleback.tools import TOOL_NAMES
+from circleback.tools.serve import check_bind_address, is_loopback_host
+
+from . import services
+from .http_servers import HttpServer, Reply, Request, json_reply
+from .subscriber import Subscriber
+from .tools_support import context_of
+
+pytestmark = [pytest.mark.slow, pytest.mark.redis]
+
+
+class Served:
+    """A running ``circleback serve`` process and an httpx client pointed at it."""
+
+    def __init__(self, process: anyio.abc.Process, client: httpx.AsyncClient, log: Path) -> None:
+        self.process = process
+        self.client = client
+        self.log = log
+
+    async def execute(self, tool: str, arguments: Any, caller: Caller,
+                      headers: dict[str, str] | None = None) -> httpx.Response:
+        return await self.client.post(
+            "/execute",
+            json={"tool": tool, "arguments": arguments, "context": context_of(caller)},
+            headers=headers,
+        )
+
+    async def stop(self, signum: int = signal.SIGTERM) -> int:
+        """Send ``signum`` and wait for the process to exit; returns its exit code."""
+        self.process.send_signal(signum)
+        return await self.wait()
+
+    async def wait(self) -> int:
+        with anyio.fail_after(60):
+            return await self.process.wait()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def _environment(database_url: str, **extra: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith("CIRCLEBACK_")}
+    env.update(CIRCLEBACK_DATABASE_URL=database_url, CIRCLEBACK_LOG_LEVEL="INFO",
+               PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+@asynccontextmanager
+async def serve_process(
+    backend: str, tmp_path: Path, database_url: str, *options: str, **env: str
+) -> AsyncIterator[Served]:
+    """Start ``circleback serve`` on a free port; wait until /health answers; stop it after."""
+    port = services.free_port()
+    log = tmp_path / f"serve-{port}.log"
+    command = [sys.executable, "-m", "circleback", "--backend", backend, "serve",
+               "--host", "127.0.0.1", "--port", str(port), *options]
+    with log.open("wb") as sink:
+        process = await anyio.open_process(command, env=_environment(database_url, **env),
+                                           stdout=sink, stderr=subprocess.STDOUT)
+    async with process, httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}",
+                                         timeout=10) as client:
+        served = Served(process, client, log)
+        try:
+            with anyio.fail_after(60):
+                while True:
+                    if process.returncode is not None:
+                        pytest.fail(f"circleback serve exited early:\n{served.output()}")
+                    try:
+                        if (await client.get("/health")).status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        pass
+                    await anyio.sleep(0.1)
+            yield served
+        finally:
+            if process.returncode is None:
+                process.kill()
+                with anyio.CancelScope(shield=True):
+                    await process.wait()
+
+
+async def test_add_a_poll_job_watch_it_complete_and_its_notification_arrive_on_redis(
+    anyio_backend: str, tmp_path: Path, database_url: str, redis_url: str, caller: Caller
+) -> None:
+    release_slow = threading.Event()
+
+    def app(request: Request) -> Reply:
+        if request.path == "/slow":
+            release_slow.wait(timeout=30)
+            return json_reply({"state": "finished"})
+        with statuses_lock:
+            status = statuses.pop(0) if statuses else 200
+        return json_reply({"state": "ready" if status == 200 else "deploying"}, status)
+
+    statuses = [503, 503]
+    statuses_lock = threading.Lock()
+    with HttpServer(app) as deployment:
+        async with serve_process(anyio_backend, tmp_path, database_url,
+                                 CIRCLEBACK_REDIS_URL=redis_url,
+                                 CIRCLEBACK_ALLOW_NETWORKS="127.0.0.1/32") as served:
+            health = (await served.client.get("/health")).json()
+            assert health["ok"] and health["redis"] == {"ok": True}
+            manifest = (await served.client.get("/manifest")).json()
+            assert [tool["name"] for tool in manifest["tools"]] == list(TOOL_NAMES)
+
+            workflow = str(uuid.uuid4())
+            with Subscriber(redis_url, f"notifications:{caller.platform}") as bot:
+                added = await served.execute(
+                    "scheduler.add_job",
+                    {"job_type": "poll_url",
+                     "check_config": {"url": f"{deployment.url}/health", "method": "GET",
+                                      "expected_status": 200},
+                     "on_success_message": "The deployment is up: {result}",
+                     "workflow_id": workflow, "interval_seconds": 1, "max_attempts": 10},
+                    caller)
+                assert added.status_code == 200, added.text
+                job_id = added.json()["result"]["job"]["id"]
+                [notification] = await bot.wait_for(1, within=60)
+            assert notification["type"] == "scheduler.job_completed"
+            assert notification["job_id"] == job_id
+            assert notification["workflow_id"] == workflow
+            assert notification["status"] == "completed"
+            assert notification["message"].startswith("The deployment is up: {")
+            assert '"status":200' in notification["message"]
+            for field in ("user_id", "platform", "platform_channel_id", "platform_thread_id",
+                          "conversation_id"):
+                assert notification[field] == getattr(caller, field)
+            assert deployment.paths() == ["/health"] * 3
+
+            listed = await served.execute("scheduler.list_jobs", {"status_filter": "completed"},
+                                          caller)
+            [done] = listed.json()["result"]["jobs"]
+            assert (done["id"], done["status"], done["attempts"]) == (job_id, "completed", 3)
+            assert done["last_result"].startswith("<untrusted-data")
+
+            # Two long jobs: cancel one by id and the other through its workflow.
+            later = str(uuid.uuid4())
+            ids = []
+            for workflow_id in (None, later):
+                answer = await served.execute(
+                    "scheduler.add_job",
+                    {"job_type": "delay", "check_config": {"delay_seconds": 3_600},
+                     "on_success_message": "much later", "workflow_id": workflow_id}, caller)
+                ids.append(answer.json()["result"]["job"]["id"])
+            active = await served.execute("scheduler.list_jobs", {"status_filter": "active"},
+                                          caller)
+            assert {job["id"] for job in active.json()["result"]["jobs"]} == set(ids)
+            cancelled = await served.execute("scheduler.cancel_job", {"job_id": ids[0]}, caller)
+            assert cancelled.json()["result"]["job"]["status"] == "cancelled"
+            by_workflow = await served.execute("scheduler.cancel_workflow",
+                                               {"workflow_id": later}, caller)
+            assert [job["id"] for job in by_workflow.json()["result"]["cancelled"]] == [ids[1]]
+            active = await served.execute("scheduler.list_jobs", {"status_filter": "active"},
+                                          caller)
+            assert active.json()["result"]["count"] == 0
+
+            stranger = Caller(user_id=f"{caller.user_id}-x", platform=caller.platform)
+            refused = await served.execute("scheduler.cancel_job", {"job_id": job_id}, stranger)
+            assert refused.status_code == 404
+
+            # A check in flight when SIGTERM arrives is finished and recorded before the exit.
+            slow = await served.execute(
+                "scheduler.add_job",
+                {"job_type": "poll_url",
+                 "check_config": {"url": f"{deployment.url}/slow", "expected_status": 200},
+                 "on_success_message": "slow one done"}, caller)
+            slow_id = slow.json()["result"]["job"]["id"]
+            with anyio.fail_after(30):
+                while "/slow" not in deployment.paths():
+                    await anyio.sleep(0.05)
+            served.process.send_signal(signal.SIGTERM)
+            await anyio.sleep(0.5)
+            assert served.process.returncode is None  # still waiting for the check
+            release_slow.set()
+            assert await served.wait() == 0
+    output = served.output()
+    assert "received SIGTERM" in output
+    assert "without authentication, on loopback only" in output
+    assert output.rstrip().endswith("stopped")
+    with contextlib.closing(sqlite3.connect(database_url.removeprefix("sqlite:///"))) as db:
+        rows = db.execute("SELECT id, status, attempts, lease_owner FROM circleback_jobs")
+        final = {str(uuid.UUID(row[0])): row[1:] for row in rows}
+    assert final[slow_id] == ("completed", 1, None)
+
+
+async def test_with_a_token_requests_without_it_get_401(
+    anyio_backend: str, tmp_path: Path, database_url: str, caller: Caller
+) -> None:
+    token = uuid.uuid4().hex
+    never = threading.Event()
+
+    def hanging(request: Request) -> Reply:
+        never.wait(timeout=60)
+        return json_reply({})
+
+    with HttpServer(hanging) as stuck:
+        async with serve_process(anyio_backend, tmp_path, database_url,
+                                 "--shutdown-grace", "0.5", CIRCLEBACK_API_TOKEN=token,
+                                 CIRCLEBACK_ALLOW_NETWORKS="127.0.0.1/32") as served:
+            client = served.client
+            assert (await client.get("/health")).status_code == 200
+            for headers in ({}, {"Authorization": "Bearer nope"}):
+                response = await client.get("/manifest", headers=headers)
+                assert response.status_code == 401
+                assert response.json()["error"]["code"] == "unauthorized"
+                refused = await served.execute("scheduler.list_jobs", {}, caller, headers=headers)
+                assert refused.status_code == 401
+            good = {"Authorization": f"Bearer {token}"}
+            assert (await client.get("/manifest", headers=good)).json()["name"] == "scheduler"
+            added = await served.execute(
+                "scheduler.add_job",
+                {"job_type": "poll_url", "check_config": {"url": f"{stuck.url}/never"},
+                 "on_success_message": "never"}, caller, headers=good)
+            assert added.status_code == 200, added.text
+            job_id = added.json()["result"]["job"]["id"]
+
+            # A check that outlasts the shutdown grace is given back (its lease released),
+            # and a second signal meanwhile is caught, not fatal.
+            with anyio.fail_after(30):
+                while not stuck.paths():
+                    await anyio.sleep(0.05)
+            served.process.send_signal(signal.SIGINT)
+            await anyio.sleep(0.1)
+            assert await served.stop(signal.SIGINT) == 0
+            never.set()
+    output = served.output()
+    assert "requires the API token" in output
+    assert "received SIGINT again: already stopping" in output
+    assert token not in output
+    with contextlib.closing(sqlite3.connect(database_url.removeprefix("sqlite:///"))) as db:
+        rows = db.execute("SELECT id, status, attempts, lease_owner FROM circleback_jobs")
+        final = {str(uuid.UUID(row[0])): row[1:] for row in rows}
+    assert final[job_id] == ("active", 0, None)
+
+
+def test_without_a_token_it_refuses_a_non_loopback_address(database_url: str) -> None:
+    port = services.free_port()
+    result = subprocess.run(
+        [sys.executable, "-m", "circleback", "serve", "--host", "0.0.0.0", "--port", str(port)],
+        env=_environment(database_url), capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode != 0
+    assert "refusing to listen on '0.0.0.0' without an API token" in result.stderr
+    assert "CIRCLEBACK_API_TOKEN" in result.stderr
+    assert not services.port_answers(port)
+    assert not Path(database_url.removeprefix("sqlite:///")).exists()  # nothing was started
+
+
+def test_which_hosts_count_as_loopback() -> None:
+    for host in ("127.0.0.1", "127.0.0.53", "::1", "[::1]", "localhost"):
+        assert is_loopback_host(host), host
+        check_bind_address(host, None)
+    for host in ("0.0.0.0", "::", "[::]", "", " ", "10.0.0.1", "192.168.1.10", "8.8.8.8",
+                 "fe80::1", "no-such-host.invalid"):
+        assert not is_loopback_host(host), host
+        with pytest.raises(ConfigurationError, match="without an API token"):
+            check_bind_address(host, None)
+        check_bind_address(host, "a-token")  # with a token, any address is the operator's call
