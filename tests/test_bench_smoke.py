@@ -1,0 +1,121 @@
+"""The benchmark harness still runs: every workload with a tiny N, on both systems.
+
+These are smoke tests of ``bench/`` (so it cannot rot), not benchmarks: they
+assert what every run must produce — all timers fired and delivered, polls
+polled, the peer configured as documented — never how fast. APScheduler runs
+only where it is installed (the ``bench`` extra, part of ``test``); under CI a
+missing APScheduler fails instead of skipping.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bench import circleback_runs
+from bench.workloads import WORKLOADS
+
+from circleback import EngineTuning
+
+from . import services
+
+ROOT = Path(__file__).resolve().parent.parent
+#: Workload and variant: W5 runs its smallest idle count here.
+CASES = ["w1", "w2", "w3", "w4", "w5"]
+
+
+def _smoke_params(workload: str) -> dict[str, Any]:
+    params = dict(WORKLOADS[workload].smoke, timeout=60.0)
+    return WORKLOADS[workload].variants(params)[0]
+
+
+def _require_apscheduler() -> Any:
+    try:
+        from bench import apscheduler_runs
+    except ImportError as exc:
+        services.unavailable(f"apscheduler is not installed (pip install -e '.[bench]'): {exc}")
+    return apscheduler_runs
+
+
+def _check_figures(workload: str, params: dict[str, Any], figures: dict[str, Any]) -> None:
+    count = int(params["n"])
+    if workload in ("w1", "w5"):
+        assert figures["done"] == count
+        assert figures["drain_s"] > 0
+        assert figures["jobs_per_s"] > 0
+        assert figures["late_max_ms"] >= figures["late_p99_ms"] >= figures["late_p50_ms"]
+        assert figures["stored_jobs"] == count + int(params.get("idle", 0))
+    if workload == "w5":
+        assert figures["idle_store_s"] > 0
+    if workload == "w2":
+        assert figures["done"] == count
+        assert figures["late_max_ms"] >= figures["late_p99_ms"] >= figures["late_p50_ms"]
+    if workload == "w3":
+        assert figures["checks_expected"] >= count
+        assert figures["checks_done"] > 0
+    if workload == "w4":
+        assert figures["requests_expected"] >= count
+        assert figures["requests_done"] > 0
+    assert figures["cpu_s"] > 0
+    assert figures["peak_rss_mb"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workload", CASES)
+async def test_workload_runs_on_circleback(workload: str, tmp_path: Path) -> None:
+    params = _smoke_params(workload)
+    figures = await circleback_runs.run(workload, params, tmp_path)
+    _check_figures(workload, params, figures)
+    if workload in ("w1", "w5"):
+        assert figures["delivered"] == params["n"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workload", CASES)
+async def test_workload_runs_on_apscheduler(
+    workload: str, tmp_path: Path, anyio_backend: str
+) -> None:
+    apscheduler_runs = _require_apscheduler()
+    # aiosqlite, under APScheduler's SQLAlchemy store, needs asyncio; under trio the
+    # same workload runs on APScheduler's memory store.
+    store = "sqlite" if anyio_backend == "asyncio" else "memory"
+    params = _smoke_params(workload)
+    figures = await apscheduler_runs.run(workload, params, tmp_path, store)
+    _check_figures(workload, params, figures)
+    # The peer runs with its per-task limit lifted and as many jobs at once as circleback.
+    limits = figures["meta"]["max_running_jobs"]
+    assert limits and all(limit is None for limit in limits.values())
+    assert figures["meta"]["max_concurrent_jobs"] == EngineTuning().max_concurrent_checks
+
+
+@pytest.mark.slow
+def test_command_line_runs_both_systems_and_writes_json(tmp_path: Path) -> None:
+    systems = "circleback,apscheduler"
+    try:
+        import apscheduler  # noqa: F401
+    except ImportError:
+        services.unavailable("apscheduler is not installed; the CLI test needs both systems")
+        systems = "circleback"
+    out = tmp_path / "results.json"
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench", "w1", "--smoke", "--rounds", "1", "--systems", systems,
+         "--aps-stores", "memory", "--json", str(out), "--quiet"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    results = json.loads(out.read_text())
+    runs = results["runs"]
+    assert {(run["system"], run["store"]) for run in runs} >= {("circleback", "sqlite")}
+    assert all(run["ok"] for run in runs)
+    assert results["meta"]["cores"] and results["meta"]["python"]
+    variant = runs[0]["variant"]
+    summary = results["summary"][variant]
+    low, median, high = summary["circleback sqlite"]["figures"]["jobs_per_s"]
+    assert low <= median <= high
+    assert "circleback sqlite (min / median / max)" in completed.stdout
+    if systems != "circleback":
+        assert "ratio ÷ apscheduler memory" in completed.stdout
