@@ -8,6 +8,7 @@ on asyncio and on trio), and stops it with a real signal.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import sqlite3
@@ -25,9 +26,9 @@ import anyio.abc
 import httpx
 import pytest
 
-from circleback import Caller, ConfigurationError
+from circleback import Caller, ConfigurationError, Settings
 from circleback.tools import TOOL_NAMES
-from circleback.tools.serve import check_bind_address, is_loopback_host
+from circleback.tools.serve import check_bind_address, is_loopback_host, serve
 
 from . import services
 from .http_servers import HttpServer, Reply, Request, json_reply
@@ -260,6 +261,32 @@ async def test_with_a_token_requests_without_it_get_401(
         rows = db.execute("SELECT id, status, attempts, lease_owner FROM circleback_jobs")
         final = {str(uuid.UUID(row[0])): row[1:] for row in rows}
     assert final[job_id] == ("active", 0, None)
+
+
+async def test_serve_in_process_stops_when_told_and_refuses_a_busy_port(
+    settings: Settings, caller: Caller
+) -> None:
+    port = services.free_port()
+    stop = anyio.Event()
+    async with anyio.create_task_group() as group, httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{port}", timeout=10
+    ) as client:
+        group.start_soon(functools.partial(serve, settings, port=port, handle_signals=False,
+                                           stop=stop))
+        with anyio.fail_after(30):
+            while True:
+                try:
+                    if (await client.get("/health")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    await anyio.sleep(0.05)
+        with pytest.raises(ConfigurationError, match=f"cannot listen on 127.0.0.1:{port}"):
+            await serve(settings, port=port, handle_signals=False)
+        listed = await client.post("/execute", json={
+            "tool": "scheduler.list_jobs", "arguments": {}, "context": context_of(caller)})
+        assert listed.json() == {"ok": True, "result": {"jobs": [], "count": 0, "limit": 200}}
+        stop.set()
+    assert not services.port_answers(port)
 
 
 def test_without_a_token_it_refuses_a_non_loopback_address(database_url: str) -> None:

@@ -60,7 +60,7 @@ DEEP = st.integers(30, 200).map(lambda depth: _nest(depth))
 WRONG = GARBAGE | HUGE_STRING | NEGATIVE | DEEP | st.sampled_from(
     ["", " ", "\x00", "null", "-1", "1e999", "DROP TABLE circleback_jobs", "{result.__class__}"]
 )
-MESSAGE = st.text(st.characters(exclude_characters="\x00"), min_size=1,
+MESSAGE = st.text(st.characters(exclude_characters="\x00", exclude_categories=["Cs"]), min_size=1,
                   max_size=120).filter(lambda text: text.strip() != "") | st.just("m" * 4_000)
 UUID_TEXT = st.uuids().map(str) | st.uuids().map(lambda u: str(u).upper())
 
@@ -76,12 +76,57 @@ def _optional(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     return st.none() | strategy
 
 
+#: The module the harness configures, so that poll_module jobs can name it.
+MODULES = {"deployer": "http://127.0.0.1:9"}
+SCALAR = st.none() | st.booleans() | st.integers(-1000, 1000) | st.text(
+    st.characters(exclude_categories=["Cs"]), max_size=10)
+
+
+def _some(draw: st.DrawFn, options: dict[str, st.SearchStrategy[Any]]) -> dict[str, Any]:
+    return {key: draw(strategy) for key, strategy in options.items() if draw(st.booleans())}
+
+
+@st.composite
+def valid_check_config(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
+    """A job type and a check_config its checker accepts."""
+    job_type = draw(st.sampled_from(["delay", "poll_url", "poll_module"]))
+    if job_type == "delay":
+        seconds = st.floats(min_value=0.001, max_value=30 * 86_400) | st.integers(1, 30 * 86_400)
+        return job_type, {"delay_seconds": draw(seconds)}
+    if job_type == "poll_url":
+        status = st.integers(100, 599)
+        host = draw(st.sampled_from(["ci.example.com", "status.example.org", "EXAMPLE.net"]))
+        path = draw(st.text("abcxyz0189-_/", max_size=30))
+        return job_type, {
+            "url": f"https://{host}/{path}",
+            **_some(draw, {
+                "method": st.sampled_from(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]),
+                "expected_status": status | st.lists(status, min_size=1, max_size=5,
+                                                     unique=True),
+            }),
+        }
+    # Success and failure values never overlap (a value cannot mean both).
+    success = st.sampled_from(["ok", "done", "succeeded", None, 0.5, 7])
+    failure = st.sampled_from(["failed", "error", -1, False])
+    return job_type, {
+        "module": "deployer",
+        "tool": draw(st.sampled_from(["deployer.status", "builds.get_state", "ci:job-1"])),
+        "success_field": draw(st.sampled_from(["state", "deployment.state", "checks.0.status"])),
+        "success_values": draw(success | st.lists(success, min_size=1, max_size=4)),
+        **_some(draw, {
+            "args": st.dictionaries(st.sampled_from(["id", "task_id", "env"]), SCALAR,
+                                    max_size=3),
+            "failure_values": failure | st.lists(failure, min_size=1, max_size=3),
+        }),
+    }
+
+
 @st.composite
 def valid_add_job(draw: st.DrawFn) -> dict[str, Any]:
+    job_type, check_config = draw(valid_check_config())
     arguments: dict[str, Any] = {
-        "job_type": "delay",
-        "check_config": {"delay_seconds": draw(
-            st.floats(min_value=0.001, max_value=30 * 86_400) | st.integers(1, 30 * 86_400))},
+        "job_type": job_type,
+        "check_config": check_config,
         "on_success_message": draw(MESSAGE),
     }
     optional: dict[str, st.SearchStrategy[Any]] = {
@@ -119,7 +164,8 @@ def mutated(draw: st.DrawFn, valid: st.SearchStrategy[dict[str, Any]],
     """A valid argument set with one to three things broken (it may, rarely, stay valid)."""
     arguments: dict[str, Any] = dict(draw(valid))
     for _ in range(draw(st.integers(1, 3))):
-        how = draw(st.sampled_from(["replace", "drop", "extra", "caller", "config"]))
+        how = draw(st.sampled_from(["replace", "drop", "extra", "caller", "config",
+                                    "config_field", "job_type"]))
         if how == "replace":
             arguments[draw(st.sampled_from(fields))] = draw(WRONG)
         elif how == "drop" and arguments:
@@ -132,6 +178,17 @@ def mutated(draw: st.DrawFn, valid: st.SearchStrategy[dict[str, Any]],
         elif how == "config":
             arguments["check_config"] = draw(WRONG | st.dictionaries(
                 st.text(_TEXT, max_size=10), GARBAGE, max_size=5))
+        elif how == "config_field" and isinstance(arguments.get("check_config"), dict):
+            config = dict(arguments["check_config"])
+            key = draw(st.sampled_from([*sorted(config), "url", "module", "delay_seconds",
+                                        "headers", "json", "user_id"]))
+            if key in config and draw(st.booleans()):
+                del config[key]
+            else:
+                config[key] = draw(WRONG)
+            arguments["check_config"] = config
+        elif how == "job_type":
+            arguments["job_type"] = draw(st.sampled_from(["delay", "poll_url", "poll_module"]))
     return arguments
 
 
@@ -152,7 +209,7 @@ def arguments_for(
 @pytest.fixture(params=["asyncio", "trio"])
 def harness(request: pytest.FixtureRequest, database_url: str) -> Iterator[ToolHarness]:
     """Tools on a fresh SQLite file, default limits but room for every accepted job."""
-    fuzz_settings = Settings(database_url=database_url,
+    fuzz_settings = Settings(database_url=database_url, modules=MODULES,
                              limits=Limits(max_active_jobs_per_user=1_000_000))
     with tool_harness(str(request.param), fuzz_settings) as running:
         yield running
@@ -217,8 +274,11 @@ class Oracle:
             json.dumps(answer)
         else:
             call = {"tool": self.tool, "arguments": arguments, "context": self.context}
+            # ASCII JSON: a lone surrogate travels as a \ud800 escape, as JSON allows.
+            body = json.dumps(call).encode()
             response = self.harness.portal.call(
-                functools.partial(self.client.post, "/execute", json=call))
+                functools.partial(self.client.post, "/execute", content=body,
+                                  headers={"Content-Type": "application/json"}))
             answer = response.json()
             assert response.status_code < 500, _short((arguments, answer))
             assert response.status_code == status_for(answer)

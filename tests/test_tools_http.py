@@ -64,6 +64,8 @@ async def test_every_route_but_health_wants_the_token(service: Service, caller: 
             response = await service.client.request(method, path, json=body, headers=headers)
             assert response.status_code == 401, (headers, path)
             assert response.headers["www-authenticate"].startswith("Bearer")
+            # The body went unread, so the connection must not carry another request.
+            assert response.headers["connection"] == "close"
             assert response.json()["error"]["code"] == "unauthorized"
     assert service.rows.snapshot() == before
     health = await service.client.get("/health")
@@ -132,6 +134,8 @@ async def test_bad_request_bodies_get_json_errors_and_write_nothing(service: Ser
     for body, status, code in bodies:
         response = await client.post("/execute", content=body, headers=AUTH)
         assert response.status_code == status, (body[:40], response.text)
+        if status == 413:
+            assert response.headers["connection"] == "close"
         assert response.json()["ok"] is False
         assert response.json()["error"]["code"] == code
     for method, path, status, code in (("GET", "/execute", 405, "method_not_allowed"),

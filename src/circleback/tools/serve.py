@@ -21,6 +21,7 @@ import socket
 from collections.abc import Awaitable, Callable
 
 import anyio
+import anyio.to_thread
 import sniffio
 from hypercorn.config import Config
 
@@ -128,8 +129,9 @@ async def serve(
     Raises :class:`~circleback.ConfigurationError` before starting anything when
     the address needs a token that is not configured, or when it cannot be bound.
     """
-    check_bind_address(host, settings.api_token)
-    _check_can_listen(host, port)
+    # Name resolution and a trial bind block: keep them off the event loop.
+    await anyio.to_thread.run_sync(check_bind_address, host, settings.api_token)
+    await anyio.to_thread.run_sync(_check_can_listen, host, port)
     stop = stop or anyio.Event()
     config = Config()
     config.bind = [_bind(host, port)]

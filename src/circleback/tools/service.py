@@ -71,6 +71,13 @@ def _error(code: str, message: str, field: str | None = None) -> JSONResponse:
     )
 
 
+def _unread_body(response: Response) -> Response:
+    """Close the connection after ``response``: the request body was left unread, so the
+    connection cannot carry another request (the client must not reuse it)."""
+    response.headers["Connection"] = "close"
+    return response
+
+
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
@@ -146,7 +153,7 @@ def create_app(
             return None
         response = _error("unauthorized", "a valid 'Authorization: Bearer <token>' is required")
         response.headers["WWW-Authenticate"] = 'Bearer realm="circleback"'
-        return response
+        return _unread_body(response)
 
     async def manifest(request: Request) -> Response:
         return unauthorized(request) or JSONResponse(tools.manifest)
@@ -157,14 +164,16 @@ def create_app(
             return refused
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > max_body_bytes:
-            return _error("too_large", f"the request body exceeds {max_body_bytes} bytes")
+            return _unread_body(
+                _error("too_large", f"the request body exceeds {max_body_bytes} bytes")
+            )
         body = bytearray()
         async with aclosing(request.stream()) as chunks:
             async for chunk in chunks:
                 body += chunk
                 if len(body) > max_body_bytes:
-                    return _error(
-                        "too_large", f"the request body exceeds {max_body_bytes} bytes"
+                    return _unread_body(
+                        _error("too_large", f"the request body exceeds {max_body_bytes} bytes")
                     )
         try:
             call = json.loads(bytes(body), parse_constant=_refuse_constant)
