@@ -166,6 +166,7 @@ def test_any_event_sequence_obeys_the_rules(
         assert messages == []
 
 
+@_QUICK
 @given(
     job=jobs(),
     before_cancel=st.lists(st.tuples(steps, events), max_size=10),
