@@ -369,6 +369,121 @@ def serve(ctx: click.Context, host: str, port: int, shutdown_grace: float | None
     _run(ctx, lambda: serve_tools(settings, host=host, port=port))
 
 
+@cli.group()
+def db() -> None:
+    """The database schema: bring it to this circleback's version."""
+
+
+@db.command(name="upgrade")
+@click.pass_context
+def db_upgrade(ctx: click.Context) -> None:
+    """Migrate the configured database to this circleback's schema (safe to repeat).
+
+    Workers refuse to start on an older schema; stop them, run this once, start
+    them again with the new circleback.
+    """
+    from alembic.util import CommandError
+
+    from .core.store import Store
+
+    settings = _settings(ctx)
+
+    async def main() -> tuple[str | None, str]:
+        store = Store(settings.database_url)
+        try:
+            return await store.upgrade()
+        except CommandError as exc:
+            raise click.ClickException(
+                f"cannot upgrade the database schema: {exc}; a database made by a newer "
+                "circleback needs that newer circleback"
+            ) from None
+        finally:
+            await store.aclose()
+
+    before, after = _run(ctx, main)
+    click.echo(f"schema: {before or 'empty'} -> {after}")
+
+
+def _age(seconds: float) -> str:
+    """A duration as a person reads it: 4s, 3m05s, 2h10m, 3d04h."""
+    whole = max(0, int(seconds))
+    if whole < 60:
+        return f"{whole}s"
+    minutes, secs = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h"
+
+
+@cli.command(name="workers")
+@click.option("--json", "as_json", is_flag=True, help="print JSON for scripts")
+@click.pass_context
+def workers_list(ctx: click.Context, as_json: bool) -> None:
+    """Show the workers of this database: heartbeats, and the jobs and messages each holds.
+
+    STATE is 'stopped' for a worker that shut down cleanly, 'silent' when its last
+    heartbeat is older than a lease (it died or stalls; other workers take its
+    jobs over as its leases expire), and 'alive' otherwise.
+    """
+    from .core.store import Store, WorkerInfo
+
+    settings = _settings(ctx)
+
+    async def main() -> list[WorkerInfo]:
+        store = Store(settings.database_url)
+        try:
+            await store.open()
+            return await store.list_workers()
+        finally:
+            await store.aclose()
+
+    found = _run(ctx, main)
+    now = SystemClock().now()
+    lease = settings.tuning.lease_seconds
+
+    def state(worker: WorkerInfo, age: float) -> str:
+        if worker.stopped_at is not None:
+            return "stopped"
+        return "silent" if age > lease else "alive"
+
+    def when(value: Any) -> str:
+        return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+    ages = [(now - worker.heartbeat_at).total_seconds() for worker in found]
+    if as_json:
+        click.echo(json.dumps([
+            {
+                "worker_id": worker.worker_id,
+                "hostname": worker.hostname,
+                "pid": worker.pid,
+                "started_at": worker.started_at.isoformat(),
+                "heartbeat_at": worker.heartbeat_at.isoformat(),
+                "heartbeat_age_seconds": round(age, 3),
+                "stopped_at": worker.stopped_at.isoformat() if worker.stopped_at else None,
+                "stopped": worker.stopped_at is not None,
+                "state": state(worker, age),
+                "jobs_held": worker.jobs_held,
+                "messages_held": worker.deliveries_held,
+            }
+            for worker, age in zip(found, ages, strict=True)
+        ], indent=2))
+        return
+    _print_table(
+        ["worker", "host", "pid", "started (UTC)", "last heartbeat (UTC)", "age", "jobs",
+         "messages", "state"],
+        [
+            [worker.worker_id, worker.hostname, str(worker.pid), when(worker.started_at),
+             when(worker.heartbeat_at), _age(age), str(worker.jobs_held),
+             str(worker.deliveries_held), state(worker, age)]
+            for worker, age in zip(found, ages, strict=True)
+        ],
+    )
+
+
 def main() -> None:
     """Entry point of the ``circleback`` console script."""
     cli(prog_name="circleback")
