@@ -85,11 +85,21 @@ class Worker:
                 self.process.wait()
 
     def notifications(self) -> list[dict[str, Any]]:
+        return [notification for _, notification in self.notifications_by_run()]
+
+    def notifications_by_run(self) -> list[tuple[int, dict[str, Any]]]:
+        """Notifications with the number of the run (counted by READY lines) that printed them.
+
+        A run killed before it printed READY counts with the run before it.
+        """
         found = []
+        run = 0
         for line in self.stdout_path.read_text().splitlines():
-            if line.startswith("{"):
+            if line.startswith("READY"):
+                run += 1
+            elif line.startswith("{"):
                 try:
-                    found.append(json.loads(line))
+                    found.append((run, json.loads(line)))
                 except json.JSONDecodeError:
                     continue  # a line cut short by SIGKILL
         return found

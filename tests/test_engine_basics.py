@@ -112,3 +112,11 @@ async def test_stdout_notifier_writes_one_json_line() -> None:
     notifier = NotifyNotifier(stream=stream)
     assert notifier.name == "notify"
     assert stream.getvalue() == ""
+
+
+async def test_an_engine_left_at_once_stops_at_once(
+    make_settings: Callable[..., Settings], store_url: str
+) -> None:
+    with anyio.fail_after(30):
+        async with circleback.Engine(make_settings(database_url=store_url), load_entry_points=False):
+            pass

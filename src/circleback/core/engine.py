@@ -15,7 +15,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack
 from datetime import timedelta
 from types import TracebackType
@@ -45,6 +45,9 @@ logger = logging.getLogger("circleback.engine")
 _FORGET_WORKERS_AFTER = timedelta(days=1)
 #: Largest JSON text of a check result kept with the job and its message.
 _MAX_STORED_RESULT_CHARS = 16_384
+#: Strings this short fit the limit however JSON escapes them (12 characters at most each).
+_SHORT_TEXT_CHARS = (_MAX_STORED_RESULT_CHARS - 2) // 12
+_EXACT_INT = 10**15
 
 
 def _default_worker_id() -> str:
@@ -53,6 +56,11 @@ def _default_worker_id() -> str:
 
 def _storable(value: Any) -> Any:
     """``value`` as JSON data of bounded size (opaque objects become their type name)."""
+    kind = type(value)
+    if value is None or kind is bool or (kind is int and -_EXACT_INT < value < _EXACT_INT):
+        return value  # already its own JSON form: skip the round trip
+    if kind is str and len(value) <= _SHORT_TEXT_CHARS:
+        return value
     try:
         text = json.dumps(value, default=lambda obj: f"<{type(obj).__name__}>")
     except (TypeError, ValueError, RecursionError):
@@ -99,7 +107,7 @@ class Engine:
         self._registry: PluginRegistry | None = None
         self._runtime: Runtime | None = None
         self._scheduler: Scheduler | None = None
-        self._background_scopes: list[anyio.CancelScope] = []
+        self._heartbeat_runs = False
         #: The PostgreSQL wake-up listener, while one runs.
         self.wakeups: PostgresWakeups | None = None
         tuning = self.settings.tuning
@@ -176,19 +184,25 @@ class Engine:
             )
             if self._run_worker:
                 await self._start_plugins(stack)
-                if not is_memory_sqlite(self.store.runner.url):
+                self._heartbeat_runs = not is_memory_sqlite(self.store.runner.url)
+                if self._heartbeat_runs:
                     heartbeat = self._make_heartbeat()
                     await heartbeat.start()
                     stack.push_async_callback(self._shielded, heartbeat.stop)
                 group = await stack.enter_async_context(anyio.create_task_group())
+                # Background tasks run in scopes made here, so that leaving at once
+                # cancels them even before they first run.
+                reaper = anyio.CancelScope()
+                stack.callback(reaper.cancel)
                 if self.store.dialect_name == "postgresql":
                     self.wakeups = PostgresWakeups(self.store.runner.url, self.wake, logger)
-                    group.start_soon(self._listen_for_wakeups, self.wakeups)
+                    listener = anyio.CancelScope()
+                    stack.callback(listener.cancel)
+                    group.start_soon(self._in_scope, listener, self.wakeups.run)
                 grace = self.settings.tuning.shutdown_grace_seconds
                 await group.start(self._jobs_loop, grace)
                 await group.start(self._deliveries_loop, grace)
-                group.start_soon(self._reaper_loop)
-                stack.callback(self._cancel_background)
+                group.start_soon(self._in_scope, reaper, self._reap_forever)
                 stack.callback(self._deliveries.stop)
                 stack.callback(self._jobs.stop)
         except BaseException:
@@ -255,22 +269,10 @@ class Engine:
             logger=logger,
         )
 
-    def _cancel_background(self) -> None:
-        for scope in self._background_scopes:
-            scope.cancel()
-
-    def _background_scope(self) -> anyio.CancelScope:
-        scope = anyio.CancelScope()
-        self._background_scopes.append(scope)
-        return scope
-
-    async def _listen_for_wakeups(self, wakeups: PostgresWakeups) -> None:
-        with self._background_scope():
-            await wakeups.run()
-
-    async def _reaper_loop(self) -> None:
-        with self._background_scope():
-            await self._reap_forever()
+    @staticmethod
+    async def _in_scope(scope: anyio.CancelScope, run: Callable[[], Awaitable[None]]) -> None:
+        with scope:
+            await run()
 
     async def _reap_forever(self) -> None:
         period = self.settings.tuning.lease_seconds / 3
@@ -328,8 +330,11 @@ class Engine:
             return CheckOutcome.not_yet(f"no checker is installed for job type {job.job_type!r}")
         timeout = self.settings.tuning.check_timeout_seconds
         try:
-            with anyio.fail_after(timeout):
+            # A bare cancel scope rather than fail_after: the same deadline, cheaper per check.
+            with anyio.CancelScope(deadline=anyio.current_time() + timeout) as scope:
                 outcome = await checker.check(job, self.runtime)
+            if scope.cancelled_caught:
+                raise TimeoutError
         except TimeoutError:
             return CheckOutcome.not_yet(f"the check took longer than {timeout:g} s")
         except Exception as exc:
@@ -339,11 +344,11 @@ class Engine:
             return CheckOutcome.not_yet(
                 f"checker {job.job_type!r} returned {type(outcome).__name__}, not a CheckOutcome"
             )
-        return attrs.evolve(
-            outcome,
-            result=_storable(outcome.result),
-            error=outcome.error[:2000] if outcome.error else None,
-        )
+        result = _storable(outcome.result)
+        error = outcome.error[:2000] if outcome.error else None
+        if result is outcome.result and error is outcome.error:
+            return outcome
+        return attrs.evolve(outcome, result=result, error=error)
 
     async def _record_checks(self, results: list[tuple[Job, CheckOutcome]]) -> None:
         now = self.clock.now()
@@ -372,7 +377,11 @@ class Engine:
 
     async def _claim_deliveries(self, limit: int) -> list[OutboxEntry]:
         tuning = self.settings.tuning
-        lease = tuning.delivery_timeout_seconds * 2
+        # The heartbeat renews what is being delivered; without one (an in-memory
+        # database) the lease must outlast the slowest delivery by itself.
+        lease = tuning.lease_seconds
+        if not self._heartbeat_runs:
+            lease = max(lease, 2 * tuning.delivery_timeout_seconds)
         return await self.store.claim_deliveries(
             self.worker_id, self.clock.now(), limit=limit, lease_seconds=lease
         )
@@ -383,8 +392,11 @@ class Engine:
         try:
             notifier = self.plugins.notifier(entry.on_complete)
             context = DeliveryContext(runtime=self.runtime, result=entry.result, attempt=attempt)
-            with anyio.fail_after(tuning.delivery_timeout_seconds):
+            deadline = anyio.current_time() + tuning.delivery_timeout_seconds
+            with anyio.CancelScope(deadline=deadline) as scope:
                 receipt = await notifier.deliver(entry.notification, context)
+            if scope.cancelled_caught:
+                raise TimeoutError
             if not isinstance(receipt, DeliveryReceipt):
                 raise DeliveryFailed(f"notifier returned {type(receipt).__name__}, not a receipt")
         except TimeoutError:
