@@ -117,6 +117,8 @@ def cli(ctx: click.Context, database_url: str | None, redis_url: str | None,
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Alembic narrates every schema check at INFO; only its warnings concern operators.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 @cli.command()
