@@ -37,9 +37,14 @@ class Worker:
         self.extra = extra
         self.process: subprocess.Popen[bytes] | None = None
         self.generation = 0
+        self._ready_before = 0
+
+    def _ready_lines(self) -> int:
+        return self.stdout_path.read_text().count("READY") if self.stdout_path.exists() else 0
 
     def start(self) -> None:
         self.generation += 1
+        self._ready_before = self._ready_lines()
         stdout = open(self.stdout_path, "ab")  # noqa: SIM115 - handed to the child
         stderr = open(self.stderr_path, "ab")  # noqa: SIM115
         self.process = subprocess.Popen(
@@ -56,9 +61,8 @@ class Worker:
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
-        want = self.generation
         while time.monotonic() < deadline:
-            if self.stdout_path.exists() and self.stdout_path.read_text().count("READY") >= want:
+            if self._ready_lines() > self._ready_before:
                 return
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"{self.name} exited: {self.stderr_path.read_text()[-3000:]}")
