@@ -117,6 +117,7 @@ async def test_stdout_notifier_writes_one_json_line() -> None:
 async def test_an_engine_left_at_once_stops_at_once(
     make_settings: Callable[..., Settings], store_url: str
 ) -> None:
+    settings = make_settings(database_url=store_url)
     with anyio.fail_after(30):
-        async with circleback.Engine(make_settings(database_url=store_url), load_entry_points=False):
+        async with circleback.Engine(settings, load_entry_points=False):
             pass
