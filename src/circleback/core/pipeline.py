@@ -1,15 +1,23 @@
 """The loop shared by job checks and message deliveries.
 
-Claim leased items in batches, work on each in its own task (bounded by a
+Claim leased items in batches, work on them concurrently (bounded by a
 capacity), record the results in batches as they arrive, and sleep until the
 next item is due or until woken. A slow item never holds up the others: its
 result is recorded whenever it arrives, while the rest flow past it.
+
+Claimed items wait in a queue that worker tasks drain. A worker takes items
+one after another; a dispatcher starts another worker whenever items are
+waiting and every worker is stuck in an item that is waiting on something
+(the only place a worker yields). So a batch of checks that finish without
+waiting costs one task instead of one task each — starting a task costs
+more than a quick check — while slow items still each get a task of their own.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Generic, TypeVar
@@ -60,6 +68,11 @@ class WorkPipeline(Generic[ItemT, ResultT]):
         self._max_sleep = max_sleep_seconds
         self._log = logger
         self._in_flight: dict[int, ItemT] = {}
+        #: Claimed items no worker has taken yet, and the tasks working through them.
+        self._queue: deque[tuple[int, ItemT]] = deque()
+        self._workers_starting = 0
+        self._workers = 0
+        self._queued: anyio.Event | None = None
         self._wake_event: anyio.Event | None = None
         self._woken = False
         self._stopping = False
@@ -113,12 +126,14 @@ class WorkPipeline(Generic[ItemT, ResultT]):
         Then wait up to ``grace_seconds`` for the items in flight, and release the rest.
         """
         send, receive = anyio.create_memory_object_stream[tuple[int, ItemT, ResultT]](math.inf)
+        self._workers_starting = self._workers = 0
         try:
             async with anyio.create_task_group() as group:
                 group.start_soon(self._record_loop, receive)
                 async with anyio.create_task_group() as workers:
+                    workers.start_soon(self._dispatch_loop, workers, send)
                     task_status.started()
-                    await self._claim_loop(workers, send)
+                    await self._claim_loop()
                     with anyio.move_on_after(grace_seconds, shield=True):
                         while self._in_flight:
                             self._woken = False
@@ -131,6 +146,7 @@ class WorkPipeline(Generic[ItemT, ResultT]):
             receive.close()
             leftovers = list(self._in_flight.values())
             self._in_flight.clear()
+            self._queue.clear()
             if leftovers:
                 with anyio.CancelScope(shield=True):
                     try:
@@ -140,11 +156,7 @@ class WorkPipeline(Generic[ItemT, ResultT]):
                             "%s: could not release %d items", self._name, len(leftovers)
                         )
 
-    async def _claim_loop(
-        self,
-        workers: TaskGroup,
-        send: MemoryObjectSendStream[tuple[int, ItemT, ResultT]],
-    ) -> None:
+    async def _claim_loop(self) -> None:
         serial = 0
         while not self._stopping:
             self._woken = False
@@ -161,7 +173,9 @@ class WorkPipeline(Generic[ItemT, ResultT]):
                 for item in items:
                     serial += 1
                     self._in_flight[serial] = item
-                    workers.start_soon(self._work_one, serial, item, send)
+                    self._queue.append((serial, item))
+                if items and self._queued is not None:
+                    self._queued.set()
                 if len(items) == wanted:
                     await anyio.lowlevel.checkpoint()
                     continue  # there may be more due right now
@@ -169,14 +183,41 @@ class WorkPipeline(Generic[ItemT, ResultT]):
             else:
                 await self._wait_for_wake(self._max_sleep)
 
-    async def _work_one(
+    async def _dispatch_loop(
         self,
-        serial: int,
-        item: ItemT,
+        workers: TaskGroup,
         send: MemoryObjectSendStream[tuple[int, ItemT, ResultT]],
     ) -> None:
-        result = await self._work(item)
-        send.send_nowait((serial, item, result))
+        """Start a worker whenever items wait and no worker is free to take them.
+
+        A worker yields only while its item waits, so when this task runs, every
+        worker that has started is stuck in an item: queued items need a new one.
+        One worker at a time is started, and the next only once it has begun.
+        """
+        while True:
+            if not self._queue:
+                self._queued = anyio.Event()
+                await self._queued.wait()
+                continue
+            if self._workers_starting == 0 and self._workers < self._capacity:
+                self._workers_starting += 1
+                workers.start_soon(self._worker, send)
+            await anyio.lowlevel.checkpoint()
+
+    async def _worker(self, send: MemoryObjectSendStream[tuple[int, ItemT, ResultT]]) -> None:
+        """Work through queued items one by one; end when none is left."""
+        self._workers_starting -= 1
+        self._workers += 1
+        try:
+            while self._queue:
+                serial, item = self._queue.popleft()
+                result = await self._work(item)
+                try:
+                    send.send_nowait((serial, item, result))
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    return  # the recorder is gone (stopping): the item stays in flight, released
+        finally:
+            self._workers -= 1
 
     async def _record_loop(
         self, receive: MemoryObjectReceiveStream[tuple[int, ItemT, ResultT]]

@@ -162,12 +162,13 @@ def render_message(
     message is at most ``len(template) + result_limit + MESSAGE_SLACK_CHARS``
     characters long; a longer one is cut with a marker.
     """
-    rendered_result = render_result(result, limit=result_limit)
-    if untrusted:
-        rendered_result = wrap_untrusted(rendered_result)
-    values = {"result": rendered_result, "job_id": job_id, "workflow_id": workflow_id or ""}
+    clean = _strip_controls(template)
+    values = {"result": "", "job_id": job_id, "workflow_id": workflow_id or ""}
+    if "{result}" in clean:  # rendering a result costs; most templates never show it
+        rendered_result = render_result(result, limit=result_limit)
+        values["result"] = wrap_untrusted(rendered_result) if untrusted else rendered_result
     limit = len(template) + result_limit + MESSAGE_SLACK_CHARS
-    return _substitute(_strip_controls(template), values, limit)
+    return _substitute(clean, values, limit)
 
 
 def _substitute(template: str, values: dict[str, str], limit: int) -> str:
@@ -179,7 +180,13 @@ def _substitute(template: str, values: dict[str, str], limit: int) -> str:
     matches = list(_PLACEHOLDER.finditer(template))
     total = len(template) + sum(len(values[m.group(1)]) - len(m.group(0)) for m in matches)
     if total <= limit:
-        return _PLACEHOLDER.sub(lambda match: values[match.group(1)], template)
+        whole: list[str] = []
+        position = 0
+        for found in matches:
+            whole += (template[position : found.start()], values[found.group(1)])
+            position = found.end()
+        whole.append(template[position:])
+        return "".join(whole)
     marker = f"…[cut: {total} characters in all]"
     room = max(0, limit - len(marker))
     pieces: list[str] = []
