@@ -24,8 +24,10 @@ import anyio.to_thread
 import httpx
 
 __all__ = [
+    "OVERRAN",
     "RECORDER",
     "Recorder",
+    "check_lead",
     "cpu_seconds",
     "expected_checks",
     "http_arrivals",
@@ -39,6 +41,16 @@ __all__ = [
     "spread_starts",
     "trivial_job",
 ]
+
+
+#: The error text of a run whose jobs were still being added when they fell due.
+OVERRAN = "adding the jobs overran their due time"
+
+
+def check_lead(due: float) -> None:
+    """Raise when ``due`` passed before the jobs due then were all added."""
+    if time.time() > due:
+        raise RuntimeError(f"{OVERRAN}; raise lead_factor")
 
 
 class Recorder:
