@@ -17,7 +17,7 @@ import socket
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
@@ -28,7 +28,7 @@ from .abc import Checker, DeliveryContext, DeliveryFailed, DeliveryReceipt, Noti
 from .clock import Clock, SystemClock
 from .database import DriverMode, is_memory_sqlite
 from .heartbeat import Heartbeat
-from .models import CheckOutcome, CheckStatus, DeliveryStatus, Job, OutboxEntry
+from .models import CheckOutcome, CheckStatus, DeliveryStatus, Job, JobStatus, OutboxEntry
 from .pipeline import WorkPipeline
 from .plugins import PluginRegistry, make_plugin_manager
 from .scheduler import Scheduler
@@ -350,7 +350,8 @@ class Engine:
             return outcome
         return attrs.evolve(outcome, result=result, error=error)
 
-    async def _record_checks(self, results: list[tuple[Job, CheckOutcome]]) -> None:
+    async def _record_checks(self, results: list[tuple[Job, CheckOutcome]]) -> datetime | None:
+        """Record check outcomes; returns when the earliest job still waiting is due again."""
         now = self.clock.now()
         limit = self.settings.limits.max_result_chars
         transitions = []
@@ -369,6 +370,12 @@ class Engine:
         lost = len(results) - len(applied)
         if lost:
             logger.info("%d check results were dropped: cancelled or lease lost meanwhile", lost)
+        waiting = [
+            t.job.next_run_at
+            for job, t in transitions
+            if job.id in applied and t.job.status is JobStatus.ACTIVE
+        ]
+        return min(waiting, default=None)
 
     async def _release_jobs(self, jobs: list[Job]) -> None:
         await self.store.release_jobs(self.worker_id, jobs)
@@ -443,8 +450,17 @@ class Engine:
             last_error=error,
         )
 
-    async def _record_deliveries(self, results: list[tuple[OutboxEntry, DeliveryUpdate]]) -> None:
+    async def _record_deliveries(
+        self, results: list[tuple[OutboxEntry, DeliveryUpdate]]
+    ) -> datetime | None:
+        """Record delivery attempts; returns when the earliest retry among them is due."""
         await self.store.record_deliveries(self.worker_id, results)
+        retries = [
+            update.next_attempt_at
+            for _, update in results
+            if update.status is DeliveryStatus.PENDING
+        ]
+        return min(retries, default=None)
 
     async def _release_deliveries(self, entries: list[OutboxEntry]) -> None:
         await self.store.release_deliveries(self.worker_id, entries)

@@ -27,7 +27,7 @@ import anyio.lowlevel
 from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from .clock import Clock
+from .clock import Clock, SystemClock
 
 __all__ = ["WorkPipeline"]
 
@@ -47,7 +47,7 @@ class WorkPipeline(Generic[ItemT, ResultT]):
         name: str,
         claim: Callable[[int], Awaitable[Sequence[ItemT]]],
         work: Callable[[ItemT], Awaitable[ResultT]],
-        record: Callable[[list[tuple[ItemT, ResultT]]], Awaitable[None]],
+        record: Callable[[list[tuple[ItemT, ResultT]]], Awaitable[datetime | None]],
         release: Callable[[list[ItemT]], Awaitable[None]],
         next_due: Callable[[], Awaitable[datetime | None]],
         clock: Clock,
@@ -75,6 +75,9 @@ class WorkPipeline(Generic[ItemT, ResultT]):
         self._queued: anyio.Event | None = None
         self._wake_event: anyio.Event | None = None
         self._woken = False
+        #: Where the claim loop sleeps: until this moment, or for capacity to free up.
+        self._deadline: datetime | None = None
+        self._waiting_for_capacity = False
         self._stopping = False
 
     @property
@@ -164,6 +167,7 @@ class WorkPipeline(Generic[ItemT, ResultT]):
             free = self._capacity - len(self._in_flight)
             wanted = min(self._batch_size, free)
             if wanted > 0:
+                claimed_at = self._clock.now()
                 try:
                     items = await self._claim(wanted)
                 except Exception:
@@ -179,9 +183,13 @@ class WorkPipeline(Generic[ItemT, ResultT]):
                 if len(items) == wanted:
                     await anyio.lowlevel.checkpoint()
                     continue  # there may be more due right now
-                await self._sleep_until_due()
+                await self._sleep_until_due(claimed_at)
             else:
-                await self._wait_for_wake(self._max_sleep)
+                self._waiting_for_capacity = True
+                try:
+                    await self._wait_for_wake(self._max_sleep)
+                finally:
+                    self._waiting_for_capacity = False
 
     async def _dispatch_loop(
         self,
@@ -230,9 +238,10 @@ class WorkPipeline(Generic[ItemT, ResultT]):
                         batch.append(receive.receive_nowait())
                     except (anyio.WouldBlock, anyio.EndOfStream):
                         break
+                due: datetime | None = None
                 with anyio.CancelScope(shield=True):
                     try:
-                        await self._record([(item, result) for _, item, result in batch])
+                        due = await self._record([(item, result) for _, item, result in batch])
                     except Exception:
                         # The leases stay and expire; the items are taken up again then.
                         self._log.exception(
@@ -240,13 +249,30 @@ class WorkPipeline(Generic[ItemT, ResultT]):
                         )
                 for serial, _, _ in batch:
                     self._in_flight.pop(serial, None)
-                self.wake()
+                # Wake the claim loop only when this changes what it waits for: capacity
+                # came free, or a recorded item falls due again before the loop would look.
+                # (Waking it after every batch cost a claim and a look at the store each.)
+                if (
+                    self._stopping
+                    or self._waiting_for_capacity
+                    or (due is not None and (self._deadline is None or due < self._deadline))
+                ):
+                    self.wake()
 
-    async def _sleep_until_due(self) -> None:
+    async def _sleep_until_due(self, claimed_at: datetime) -> None:
+        """Sleep until the next item falls due, a wake-up, or the longest sleep.
+
+        An item the store reports due at ``claimed_at`` or earlier was due when the
+        claim that just came back short ran: it is in flight here (recording it
+        wakes this loop when that matters) or leased by another worker. Looking
+        again at once would only find it again, so this waits instead.
+        """
         try:
             due = await self._next_due()
         except Exception:
             self._log.exception("%s: reading the next due time failed", self._name)
+            due = None
+        if due is not None and due <= claimed_at:
             due = None
         now = self._clock.now()
         deadline = now + timedelta(seconds=self._max_sleep)
@@ -254,7 +280,11 @@ class WorkPipeline(Generic[ItemT, ResultT]):
             deadline = due
         if deadline <= now or self._woken:
             return
-        await self._wait_for_wake(self._max_sleep, until=deadline)
+        self._deadline = deadline
+        try:
+            await self._wait_for_wake(self._max_sleep, until=deadline)
+        finally:
+            self._deadline = None
 
     async def _wait_for_wake(self, seconds: float, until: datetime | None = None) -> None:
         """Sleep up to ``seconds`` of real time, or until ``until`` on the clock, or a wake-up."""
@@ -263,6 +293,10 @@ class WorkPipeline(Generic[ItemT, ResultT]):
         event = self._wake_event
         if event is None:
             event = self._wake_event = anyio.Event()
+        if until is not None and isinstance(self._clock, SystemClock):
+            # Real time: one timeout does it, without two tasks racing each other.
+            seconds = min(seconds, max(0.0, (until - self._clock.now()).total_seconds()))
+            until = None
         with anyio.move_on_after(seconds):
             if until is None:
                 await event.wait()
