@@ -90,7 +90,10 @@ class _Run:
         self.worker: Engine | None = None
 
     def engine(self, *, worker: bool, settings: Settings | None = None) -> Engine:
-        return Engine(settings or self.settings, plugins=[self.plugin], worker=worker)
+        # ``driver`` is the default "auto" (aiosqlite under asyncio) unless a run asks
+        # for another, e.g. -p w1.driver=thread to compare sqlite3 in a worker thread.
+        return Engine(settings or self.settings, plugins=[self.plugin], worker=worker,
+                      driver=self.params.get("driver", "auto"))
 
     @property
     def worker_engine(self) -> Engine:
