@@ -288,3 +288,37 @@ async def test_expired_leases_of_a_dead_worker_are_taken_back_and_logged(
     assert {job_id: len(sent) for job_id, sent in plugin.notifier.by_job().items()} == {
         job.id: 1 for job in (busy, *orphans)
     }
+
+
+async def test_a_claim_that_takes_over_expired_leases_logs_whose_they_were(
+    store_url: str, make_settings: Callable[..., Settings], caller: Caller,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Leases that expired are taken by the next claim as well as by the reaper: both are logged.
+
+    Two jobs and one message were leased by a worker that died; a later claim
+    by another worker takes them over and the log names the worker they were
+    taken from. Jobs that were never leased are claimed without a word.
+    """
+    caplog.set_level(logging.INFO, logger="circleback.store")
+    settings = make_settings(database_url=store_url)
+    spec: dict[str, Any] = {"job_type": "scripted", "check_config": {},
+                            "on_success_message": "done", "on_complete": "record"}
+    async with circleback.Engine(
+        settings, plugins=[TestingPlugin()], load_entry_points=False, worker=False
+    ) as facade:
+        store = facade.store
+        orphans = [await facade.scheduler.add_job(caller, spec) for _ in range(2)]
+        now = facade.clock.now()
+        held = await store.claim_due_jobs("dead-worker", now, limit=10, lease_seconds=1.0)
+        assert {job.id for job in held} == {job.id for job in orphans}
+        fresh = await facade.scheduler.add_job(caller, spec)
+        assert caplog.records == []
+
+        later = now + timedelta(seconds=2)
+        taken = await store.claim_due_jobs("worker-b", later, limit=10, lease_seconds=5.0)
+
+    assert {job.id for job in taken} == {fresh.id, *(job.id for job in orphans)}
+    assert _messages(caplog.records, "took over") == [
+        "worker-b took over 2 expired job leases from dead-worker"
+    ]

@@ -8,7 +8,9 @@ worker that took over an expired lease, always wins over a late write.
 
 from __future__ import annotations
 
+import logging
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,6 +28,8 @@ from .schema import UTCDateTime, jobs, outbox, workers
 from .state import Transition
 
 __all__ = ["WAKEUP_CHANNEL", "DeliveryUpdate", "Store", "WorkerInfo"]
+
+logger = logging.getLogger("circleback.store")
 
 _ACTIVE = JobStatus.ACTIVE.value
 _PENDING = DeliveryStatus.PENDING.value
@@ -318,9 +322,12 @@ class Store:
     def _claim_due_jobs(
         self, conn: Connection, worker_id: str, now: datetime, limit: int, lease_seconds: float
     ) -> list[Job]:
+        expired = _expired_leases(conn, jobs, now)
         rows = conn.execute(self.claim_statement(worker_id, now, limit, lease_seconds))
         claimed = [_job_from_row(row) for row in rows]
         claimed.sort(key=lambda job: job.next_run_at)
+        if expired:
+            _log_takeovers(worker_id, "job", expired, (job.id for job in claimed))
         return claimed
 
     async def record_outcomes(
@@ -578,6 +585,7 @@ class Store:
     def _claim_deliveries(
         self, conn: Connection, worker_id: str, now: datetime, limit: int, lease_seconds: float
     ) -> list[OutboxEntry]:
+        expired = _expired_leases(conn, outbox, now, outbox.c.status == _PENDING)
         free = sa.or_(outbox.c.lease_expires_at.is_(None), outbox.c.lease_expires_at <= now)
         due = (
             sa.select(outbox.c.id)
@@ -595,7 +603,10 @@ class Store:
             )
             .returning(*outbox.c)
         )
-        return [_entry_from_row(row) for row in rows]
+        claimed = [_entry_from_row(row) for row in rows]
+        if expired:
+            _log_takeovers(worker_id, "delivery", expired, (entry.id for entry in claimed))
+        return claimed
 
     async def record_deliveries(
         self, worker_id: str, updates: Sequence[tuple[OutboxEntry, DeliveryUpdate]]
@@ -684,6 +695,33 @@ def _lock_rows(
     if conn.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=skip_locked)
     return list(conn.execute(query).scalars())
+
+
+def _expired_leases(
+    conn: Connection, table: sa.Table, now: datetime, *conditions: Any
+) -> dict[uuid.UUID, str]:
+    """Rows whose lease has run out, with the worker that held it.
+
+    Found through an index (jobs: the lease expiry; outbox: pending entries),
+    so a claim pays for the expired leases only, not for every row.
+    """
+    rows = conn.execute(
+        sa.select(table.c.id, table.c.lease_owner).where(
+            *conditions, table.c.lease_expires_at.is_not(None), table.c.lease_expires_at <= now
+        )
+    )
+    return {row.id: row.lease_owner for row in rows}
+
+
+def _log_takeovers(
+    worker_id: str, kind: str, expired: dict[uuid.UUID, str], claimed: Iterable[uuid.UUID]
+) -> None:
+    """Say which expired leases a claim took over, and from whom: operators look for stalls."""
+    owners = Counter(expired[item] for item in claimed if item in expired)
+    for owner, count in sorted(owners.items()):
+        logger.warning(
+            "%s took over %d expired %s leases from %s", worker_id, count, kind, owner
+        )
 
 
 #: PostgreSQL channel on which a new or cancelled job wakes every worker.
