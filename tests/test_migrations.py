@@ -268,3 +268,23 @@ async def test_schema_of_a_newer_circleback_is_refused(store_url: str) -> None:
     assert "newer circleback" in message
     assert "circleback db upgrade" not in message  # upgrading the database cannot help
     assert revision_of(store_url) == "9001_from_the_future"
+
+
+async def test_upgrading_the_schema_of_a_newer_circleback_is_refused(store_url: str) -> None:
+    """``Store.upgrade`` (what ``circleback db upgrade`` calls) says why, and changes nothing."""
+    with connect(store_url) as conn:
+        migrate.upgrade(conn)
+        conn.execute(
+            sa.text(f"UPDATE {migrate.VERSION_TABLE} SET version_num = :future"),
+            {"future": "9001_from_the_future"},
+        )
+    store = Store(store_url)
+    try:
+        with pytest.raises(StoreError) as caught:
+            await store.upgrade()
+    finally:
+        await store.aclose()
+    message = caught.value.message
+    assert "9001_from_the_future" in message
+    assert "newer circleback" in message
+    assert revision_of(store_url) == "9001_from_the_future"

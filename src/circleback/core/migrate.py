@@ -57,14 +57,31 @@ def current_revision(connection: Connection) -> str | None:
 
 
 def upgrade(connection: Connection, revision: str = "head") -> None:
-    """Migrate the schema to ``revision`` inside the connection's transaction."""
+    """Migrate the schema to ``revision`` inside the connection's transaction.
+
+    Refuses (:class:`StoreError`) a schema made by a newer circleback: no
+    migration here knows the way from it.
+    """
     _lock(connection)
     context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
-    if context.get_current_revision() is None and inspect(connection).has_table(
-        "circleback_jobs"
-    ):
+    found = context.get_current_revision()
+    if found is None and inspect(connection).has_table("circleback_jobs"):
         command.stamp(_config(connection), _FIRST_REVISION)
+    elif found is not None and found not in _known_revisions():
+        raise _newer_schema(found)
     command.upgrade(_config(connection), revision)
+
+
+def _known_revisions() -> set[str]:
+    return {script.revision for script in ScriptDirectory.from_config(_config()).walk_revisions()}
+
+
+def _newer_schema(found: str) -> StoreError:
+    return StoreError(
+        f"the database schema is at revision {found}, which this circleback (schema "
+        f"{head_revision()}) does not know: it was made by a newer circleback; "
+        "upgrade circleback to use it"
+    )
 
 
 def ensure_schema(connection: Connection) -> None:
@@ -77,13 +94,9 @@ def ensure_schema(connection: Connection) -> None:
         return
     if found == head:
         return
-    known = {script.revision for script in ScriptDirectory.from_config(_config()).walk_revisions()}
-    if found in known:
+    if found in _known_revisions():
         raise StoreError(
             f"the database schema is at revision {found}, older than this circleback's "
             f"{head}: run 'circleback db upgrade' (with the same CIRCLEBACK_DATABASE_URL) first"
         )
-    raise StoreError(
-        f"the database schema is at revision {found}, which this circleback (schema {head}) "
-        "does not know: it was made by a newer circleback; upgrade circleback to use it"
-    )
+    raise _newer_schema(found)

@@ -17,10 +17,11 @@ from typing import Any
 
 import attrs
 import sqlalchemy as sa
+from alembic.util import CommandError
 from sqlalchemy.engine import Connection, Row
 
 from .database import DriverMode, TransactionRunner
-from .errors import LimitExceeded
+from .errors import LimitExceeded, StoreError
 from .migrate import current_revision, ensure_schema, head_revision
 from .migrate import upgrade as upgrade_schema
 from .models import DeliveryStatus, Job, JobStatus, Notification, OutboxEntry
@@ -131,10 +132,17 @@ class Store:
         self._opened = True
 
     async def upgrade(self) -> tuple[str | None, str]:
-        """Migrate the schema to this version's; returns (revision before, revision after)."""
+        """Migrate the schema to this version's; returns (revision before, revision after).
+
+        Raises :class:`StoreError` for a schema this version cannot migrate
+        (one made by a newer circleback), and changes nothing then.
+        """
         self._runner.open()
         before = await self._runner.run(current_revision, readonly=True)
-        await self._runner.run(upgrade_schema)
+        try:
+            await self._runner.run(upgrade_schema)
+        except CommandError as exc:
+            raise StoreError(f"cannot upgrade the database schema: {exc}") from exc
         return before, head_revision()
 
     async def aclose(self) -> None:
