@@ -121,3 +121,37 @@ async def test_an_engine_left_at_once_stops_at_once(
     with anyio.fail_after(30):
         async with circleback.Engine(settings, load_entry_points=False):
             pass
+
+
+async def test_a_batch_of_results_equal_in_value_but_not_in_type_is_recorded_exactly(
+    make_settings: Callable[..., Settings], store_url: str, caller: Caller
+) -> None:
+    """One batch writes jobs whose results compare equal in Python (True == 1 == 1.0):
+    jobs with the same new values share one write, and each must read back its own."""
+    results = [True, 1, 1.0, "1", None, [1], [True], {"a": 1}, {"a": True}, {"a": 1.0}]
+    plugin = TestingPlugin()
+    clock = ManualClock()
+    spec = {"job_type": "scripted", "check_config": {}, "on_success_message": "ok",
+            "on_complete": "record", "interval_seconds": 5, "max_attempts": 3}
+    async with circleback.Engine(
+        make_settings(database_url=store_url), plugins=[plugin], load_entry_points=False,
+        worker=False, clock=clock,
+    ) as engine:
+        added = [(await engine.scheduler.add_job(caller, spec), result)
+                 for result in results for _ in range(2)]
+        for job, result in added:
+            plugin.checker.push(job.id, CheckOutcome.not_yet("waiting", result=result))
+        assert await engine.run_due_jobs() == len(added)
+        stored = [(await engine.scheduler.get_job(caller, job.id), result)
+                  for job, result in added]
+    for job, result in stored:
+        assert job.status is JobStatus.ACTIVE and job.attempts == 1
+        assert job.last_error == "waiting"
+        assert job.last_result == result
+        if isinstance(result, float) and store_url.startswith("sqlite"):
+            # A JSON column has numeric affinity in SQLite: a whole float comes back an int.
+            assert type(job.last_result) in (int, float)
+        else:
+            assert type(job.last_result) is type(result)
+        if isinstance(result, list | dict):
+            assert json.dumps(job.last_result) == json.dumps(result)

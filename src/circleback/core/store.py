@@ -8,6 +8,7 @@ worker that took over an expired lease, always wins over a late write.
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections import Counter
@@ -367,6 +368,8 @@ class Store:
         )
         if self._locks_rows:
             holders = holders.with_for_update()  # in id order, like every locking write here
+        # The rows are locked now (PostgreSQL) or the database is (SQLite): what the fence
+        # reads here holds until the commit, so the writes below need not check it again.
         tokens = {row[0]: row[1] for row in conn.execute(holders)}
         applied = [
             (claimed, transition)
@@ -375,26 +378,14 @@ class Store:
         ]
         if not applied:
             return set()
-        conn.execute(
-            sa.update(jobs)
-            .where(
-                jobs.c.id == sa.bindparam("b_id"),
-                jobs.c.lease_token == sa.bindparam("b_token"),
-                jobs.c.status == _ACTIVE,
-            )
-            .values(
-                {name: sa.bindparam(f"b_{name}") for name in _UPDATED_JOB_FIELDS}
-                | {"lease_owner": None, "lease_expires_at": None}
-            ),
+        _update_grouped(
+            conn,
+            jobs,
             [
-                {"b_id": claimed.id, "b_token": claimed.lease_token}
-                | {
-                    f"b_{name}": value
-                    for name, value in _job_values(transition.job).items()
-                    if name in _UPDATED_JOB_FIELDS
-                }
+                (claimed.id, {name: getattr(transition.job, name) for name in _UPDATED_JOB_FIELDS})
                 for claimed, transition in applied
             ],
+            {"lease_owner": None, "lease_expires_at": None},
         )
         messages = [
             _outbox_values(transition, now) for _, transition in applied if transition.message
@@ -630,26 +621,25 @@ class Store:
     ) -> int:
         fields = ("status", "attempts", "next_attempt_at", "sent_at", "last_error",
                   "delivered_via", "delivery_note")
-        _lock_rows(conn, outbox, outbox.c.id.in_([entry.id for entry, _ in updates]))
-        result = conn.execute(
-            sa.update(outbox)
+        holders = (
+            sa.select(outbox.c.id, outbox.c.lease_token)
             .where(
-                outbox.c.id == sa.bindparam("b_id"),
-                outbox.c.lease_token == sa.bindparam("b_token"),
+                outbox.c.id.in_([entry.id for entry, _ in updates]),
                 outbox.c.lease_owner == worker_id,
                 outbox.c.status == _PENDING,
             )
-            .values(
-                {name: sa.bindparam(f"b_{name}") for name in fields}
-                | {"lease_owner": None, "lease_expires_at": None}
-            ),
-            [
-                {"b_id": entry.id, "b_token": entry.lease_token}
-                | {f"b_{name}": getattr(update, name) for name in fields}
-                for entry, update in updates
-            ],
+            .order_by(outbox.c.id)
         )
-        return int(result.rowcount)
+        if conn.dialect.name == "postgresql":
+            holders = holders.with_for_update()
+        tokens = {row[0]: row[1] for row in conn.execute(holders)}
+        applied = [
+            (entry.id, {name: getattr(update, name) for name in fields})
+            for entry, update in updates
+            if tokens.get(entry.id) == entry.lease_token
+        ]
+        _update_grouped(conn, outbox, applied, {"lease_owner": None, "lease_expires_at": None})
+        return len(applied)
 
     async def release_deliveries(self, worker_id: str, entries: Iterable[OutboxEntry]) -> int:
         """Give back leases of deliveries that a stopping worker did not finish."""
@@ -703,6 +693,61 @@ def _lock_rows(
     if conn.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=skip_locked)
     return list(conn.execute(query).scalars())
+
+
+def _update_grouped(
+    conn: Connection,
+    table: sa.Table,
+    rows: list[tuple[uuid.UUID, dict[str, Any]]],
+    constant: dict[str, Any],
+) -> None:
+    """Write each row's values (plus ``constant``) to the row with that id.
+
+    Rows with the same values share one ``UPDATE ... WHERE id IN (...)``: a
+    batch of timers that fired together, or of messages sent together, is a
+    statement or two instead of a statement's parameters processed per row.
+    Rows whose values are their own go in one ``executemany``.
+    """
+    groups: dict[tuple[Any, ...], list[uuid.UUID]] = {}
+    values_of: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for row_id, values in rows:
+        key = tuple(_hashable(value) for value in values.values())
+        members = groups.get(key)
+        if members is None:
+            groups[key] = [row_id]
+            values_of[key] = values
+        else:
+            members.append(row_id)
+    singles: list[dict[str, Any]] = []
+    for key, ids in groups.items():
+        if len(ids) == 1:
+            singles.append({"b_id": ids[0]} | {f"b_{k}": v for k, v in values_of[key].items()})
+            continue
+        for start in range(0, len(ids), _MAX_IDS_PER_STATEMENT):
+            conn.execute(
+                sa.update(table)
+                .where(table.c.id.in_(ids[start : start + _MAX_IDS_PER_STATEMENT]))
+                .values(values_of[key] | constant)
+            )
+    if singles:
+        names = [name.removeprefix("b_") for name in singles[0] if name != "b_id"]
+        conn.execute(
+            sa.update(table)
+            .where(table.c.id == sa.bindparam("b_id"))
+            .values({name: sa.bindparam(f"b_{name}") for name in names} | constant),
+            singles,
+        )
+
+
+#: Ids per ``IN (...)`` list: well under SQLite's and PostgreSQL's limits on parameters.
+_MAX_IDS_PER_STATEMENT = 5_000
+
+
+def _hashable(value: Any) -> Any:
+    """A key under which only values stored alike meet (``True``, ``1`` and ``1.0`` do not)."""
+    if isinstance(value, dict | list):
+        return ("json", json.dumps(value, sort_keys=True))
+    return (type(value), value)
 
 
 def _expired_leases(
