@@ -79,7 +79,7 @@ def _optional(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
 #: The module the harness configures, so that poll_module jobs can name it.
 MODULES = {"deployer": "http://127.0.0.1:9"}
 SCALAR = st.none() | st.booleans() | st.integers(-1000, 1000) | st.text(
-    st.characters(exclude_categories=["Cs"]), max_size=10)
+    st.characters(exclude_characters="\x00", exclude_categories=["Cs"]), max_size=10)
 
 
 def _some(draw: st.DrawFn, options: dict[str, st.SearchStrategy[Any]]) -> dict[str, Any]:

@@ -78,7 +78,9 @@ unknown_keys = st.text(min_size=1, max_size=20).filter(
 not_objects = st.one_of(st.none(), st.integers(), st.text(max_size=5), st.lists(st.integers()))
 
 
-messages = st.text(st.characters(exclude_characters="\x00"), min_size=1, max_size=50).filter(
+#: Text a message or a label may hold: no NUL, no lone surrogate.
+_storable_characters = st.characters(exclude_categories=("Cs",), exclude_characters="\x00")
+messages = st.text(_storable_characters, min_size=1, max_size=50).filter(
     str.strip
 )
 
@@ -93,7 +95,8 @@ def valid_specs(draw: st.DrawFn) -> dict[str, Any]:
             "check_config": {"delay_seconds": draw(st.floats(min_value=0.001, max_value=3600))},
         }
     else:
-        spec = {"job_type": "scripted", "check_config": {"label": draw(st.text(max_size=10))},
+        label = draw(st.text(_storable_characters, max_size=10))
+        spec = {"job_type": "scripted", "check_config": {"label": label},
                 "on_complete": "record"}
     spec["on_success_message"] = draw(messages)
     if draw(st.booleans()):
@@ -189,7 +192,7 @@ def _bad_workflow(draw: st.DrawFn, spec: dict[str, Any], delay: bool) -> Case:
 
 
 def _bad_check_config(draw: st.DrawFn, spec: dict[str, Any], delay: bool) -> Case:
-    choice = draw(st.integers(min_value=0, max_value=5))
+    choice = draw(st.integers(min_value=0, max_value=6))
     if choice == 0:  # not an object at all
         return _with(spec, check_config=draw(not_objects)), "check_config"
     if choice == 1 and delay:  # a key the delay type does not know
@@ -205,6 +208,16 @@ def _bad_check_config(draw: st.DrawFn, spec: dict[str, Any], delay: bool) -> Cas
     if choice == 4 and not delay:  # the scripted type's label must be a string
         config = {"label": draw(not_strings)}
         return _with(spec, check_config=config), "check_config.label"
+    if choice == 5 and not delay:  # text no database can store, in a value or in a key
+        text = draw(broken_text)
+        where = draw(st.sampled_from(["label", "nested", "key"]))
+        if where == "label":
+            config = {"label": text}
+        elif where == "nested":
+            config = {"label": "x", "extra": {"list": [1, text]}}
+        else:
+            config = {"label": "x", text: 1}
+        return _with(spec, check_config=config), "check_config"
     # Not JSON: sets and objects have no JSON form, NaN and infinity none either.
     value = draw(st.one_of(st.just({1, 2}), st.just(object()), non_finite))
     if delay:  # (a NaN delay_seconds is the delay type's own error, see _bad_delay)
@@ -307,13 +320,16 @@ _SCRIPTED = {"job_type": "scripted", "on_success_message": "ok", "on_complete": 
 @_HYPOTHESIS
 @given(case=bad_specs())
 # Regressions, kept whatever the generator draws: no JSON form for NaN and infinity
-# (PostgreSQL refuses them), and a lone surrogate is text no database can store.
+# (PostgreSQL refuses them), a lone surrogate is text no database can store, and
+# PostgreSQL keeps no NUL character, not even inside check_config.
 @example(case=({**_SCRIPTED, "check_config": {"label": "x", "n": math.nan}}, "check_config"))
 @example(case=({**_SCRIPTED, "check_config": {"label": "x", "n": [-math.inf]}}, "check_config"))
 @example(case=({**_SCRIPTED, "check_config": {}, "on_success_message": "a\ud800"},
                "on_success_message"))
 @example(case=({**_SCRIPTED, "check_config": {}, "on_failure_message": "\udfff"},
                "on_failure_message"))
+@example(case=({**_SCRIPTED, "check_config": {"label": "\x00"}}, "check_config"))
+@example(case=({**_SCRIPTED, "check_config": {"label": "x", "a\ud800": 1}}, "check_config"))
 async def test_a_bad_spec_names_its_field_and_writes_nothing(
     engine: circleback.Engine, caller: Caller, database_url: str, case: Case
 ) -> None:

@@ -4,6 +4,8 @@ No I/O and no randomness happen here, so property tests can drive it through
 any sequence of events. The engine applies a :class:`Transition` with a
 conditional write (only if the job is still active and still leased by this
 worker), so a cancel or a lost lease always wins over a late check result.
+What a check reported is kept in a form every store can hold (see
+:mod:`circleback.core.storable`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import attrs
 
 from .models import CheckOutcome, CheckStatus, Job, JobStatus, NotificationType
 from .rendering import DEFAULT_RESULT_LIMIT, render_message, render_result, wrap_untrusted
+from .storable import storable_json, storable_text
 
 __all__ = [
     "Cancel",
@@ -121,6 +124,10 @@ def default_failure_message(
     )
 
 
+def _storable_error(outcome: CheckOutcome) -> str | None:
+    return None if outcome.error is None else storable_text(outcome.error)
+
+
 def _finish(
     job: Job,
     now: datetime,
@@ -153,6 +160,7 @@ def _finish(
             untrusted=untrusted,
             result_limit=result_limit,
         )
+    result = storable_json(outcome.result)
     finished = attrs.evolve(
         job,
         status=status,
@@ -160,12 +168,12 @@ def _finish(
         completed_at=now,
         updated_at=now,
         last_checked_at=now,
-        last_result=outcome.result,
-        last_error=outcome.error,
+        last_result=result,
+        last_error=_storable_error(outcome),
         lease_owner=None,
         lease_expires_at=None,
     )
-    message = OutgoingMessage(type=kind, status=status, text=text, result=outcome.result)
+    message = OutgoingMessage(type=kind, status=status, text=text, result=result)
     return Transition(job=finished, changed=True, message=message)
 
 
@@ -224,8 +232,8 @@ def apply_event(
         next_run_at=next_run_at,
         updated_at=now,
         last_checked_at=now,
-        last_result=outcome.result,
-        last_error=outcome.error,
+        last_result=storable_json(outcome.result),
+        last_error=_storable_error(outcome),
         lease_owner=None,
         lease_expires_at=None,
     )

@@ -17,6 +17,7 @@ from .errors import ValidationError
 from .models import Caller, JobSpec
 from .plugins import PluginRegistry
 from .settings import Settings
+from .storable import is_storable_json
 
 __all__ = [
     "CALLER_FIELDS",
@@ -196,6 +197,11 @@ def validate_job_spec(
     except (TypeError, ValueError, RecursionError):
         # NaN and infinity have no JSON form: PostgreSQL's JSONB refuses them.
         raise ValidationError("check_config", "must be plain JSON data") from None
+    if not is_storable_json(check_config):
+        # Nor can it hold a NUL, and UTF-8 cannot carry a surrogate.
+        raise ValidationError(
+            "check_config", "must not contain NUL characters or surrogates in its text"
+        )
 
     if "on_success_message" not in data:
         raise ValidationError("on_success_message", "is required")
