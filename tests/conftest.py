@@ -38,13 +38,13 @@ def caller() -> Caller:
 
 
 @pytest.fixture
-def database_url(tmp_path: Any) -> str:
-    """A SQLite file of the test's own."""
+def sqlite_url(tmp_path: Any) -> str:
+    """A SQLite file of the test's own: for tests that are about SQLite itself."""
     return f"sqlite:///{tmp_path / 'circleback.db'}"
 
 
 @pytest.fixture
-def make_settings(database_url: str) -> Callable[..., Settings]:
+def make_settings(store_url: str) -> Callable[..., Settings]:
     """Settings on the test's store, with test limits and quick engine tuning."""
 
     def make(**overrides: Any) -> Settings:
@@ -56,7 +56,7 @@ def make_settings(database_url: str) -> Callable[..., Settings]:
             delivery_backoff_max_seconds=0.5,
             shutdown_grace_seconds=2.0,
         )
-        values: dict[str, Any] = {"database_url": database_url, "limits": TEST_LIMITS,
+        values: dict[str, Any] = {"database_url": store_url, "limits": TEST_LIMITS,
                                   "tuning": tuning}
         values.update(overrides)
         return Settings(**values)
@@ -71,7 +71,7 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
 
 @pytest.fixture
 async def engine(settings: Settings) -> AsyncIterator[circleback.Engine]:
-    """A running engine (worker loops on) on the test's SQLite file."""
+    """A running engine (worker loops on) on the test's store."""
     async with circleback.Engine(settings, load_entry_points=False) as running:
         yield running
 
@@ -125,9 +125,13 @@ def postgres_url(postgres_admin_url: str) -> Iterator[str]:
         services.drop_postgres_schema(schema, postgres_admin_url)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest, database_url: str) -> str:
-    """The store under test: every test that takes it runs on SQLite and on PostgreSQL."""
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest) -> str:
+    """The store under test: every test that takes it (or settings, or an engine) runs twice.
+
+    Once on a SQLite file of its own (the same as :func:`sqlite_url`), once on a
+    fresh PostgreSQL schema of its own (:func:`postgres_url`).
+    """
     if request.param == "sqlite":
-        return database_url
+        return str(request.getfixturevalue("sqlite_url"))
     return str(request.getfixturevalue("postgres_url"))

@@ -73,7 +73,7 @@ class RacePlugin:
 
 
 async def test_no_message_is_ever_sent_for_a_job_whose_cancel_won(
-    make_settings: Callable[..., Settings], database_url: str, caller: Caller
+    make_settings: Callable[..., Settings], store_url: str, caller: Caller
 ) -> None:
     plugin = RacePlugin()
     checker = plugin.checker
@@ -113,7 +113,7 @@ async def test_no_message_is_ever_sent_for_a_job_whose_cancel_won(
             await engine.wait_until_idle(poll_seconds=0.02)
     # The engine has stopped: every check result is recorded or dropped, every message sent.
 
-    store = Store(database_url)
+    store = Store(store_url)
     await store.open()
     try:
         outbox = await store.list_outbox(limit=10 * TRIALS)

@@ -121,13 +121,13 @@ def test_db_upgrade_brings_a_first_release_database_up_and_keeps_its_jobs(
                                                              {"delay_seconds": 0})
 
 
-def test_db_upgrade_refuses_a_database_of_a_newer_circleback(database_url: str) -> None:
-    engine = create_sync_engine(database_url)
+def test_db_upgrade_refuses_a_database_of_a_newer_circleback(store_url: str) -> None:
+    engine = create_sync_engine(store_url)
     with engine.begin() as conn:
         migrate.upgrade(conn)
         conn.execute(sa.text(f"UPDATE {migrate.VERSION_TABLE} SET version_num = '9001'"))
     engine.dispose()
-    done = circleback_cli(database_url, "db", "upgrade")
+    done = circleback_cli(store_url, "db", "upgrade")
     assert done.returncode == 1
     assert "newer circleback" in done.stderr
     assert "Traceback" not in done.stderr
@@ -152,8 +152,8 @@ def _table(stdout: str) -> tuple[list[str], list[list[str]]]:
     return split[0], split[1:]
 
 
-def test_workers_table_shows_heartbeat_age_holdings_and_state(database_url: str) -> None:
-    engine = create_sync_engine(database_url)
+def test_workers_table_shows_heartbeat_age_holdings_and_state(store_url: str) -> None:
+    engine = create_sync_engine(store_url)
     now = datetime.now(UTC)
     with engine.begin() as conn:
         migrate.upgrade(conn)
@@ -163,7 +163,7 @@ def test_workers_table_shows_heartbeat_age_holdings_and_state(database_url: str)
                              stopped=True)
     engine.dispose()
 
-    done = circleback_cli(database_url, "workers")
+    done = circleback_cli(store_url, "workers")
     assert done.returncode == 0, done.stderr
     header, rows = _table(done.stdout)
     assert header == ["WORKER", "HOST", "PID", "STARTED (UTC)", "LAST HEARTBEAT (UTC)", "AGE",

@@ -142,7 +142,7 @@ async def test_fire_and_forget_accepts_zero_subscribers(
 
 
 async def test_dead_letters_are_kept_and_listed_for_operators(
-    make_settings: Callable[..., Settings], database_url: str, caller: Caller, redis_url: str
+    make_settings: Callable[..., Settings], store_url: str, caller: Caller, redis_url: str
 ) -> None:
     tuning = EngineTuning(max_sleep_seconds=0.05, check_timeout_seconds=5.0, lease_seconds=10.0,
                           delivery_backoff_seconds=0.02, delivery_backoff_max_seconds=0.05,
@@ -159,7 +159,7 @@ async def test_dead_letters_are_kept_and_listed_for_operators(
     assert entry.last_error == f"no subscriber listened on notifications:{caller.platform}"
 
     listed = await anyio.run_process(
-        [sys.executable, "-m", "circleback", "--database-url", database_url, "--log-level",
+        [sys.executable, "-m", "circleback", "--database-url", store_url, "--log-level",
          "ERROR", "outbox", "--status", "dead", "--json"],
     )
     [shown] = json.loads(listed.stdout)
@@ -170,7 +170,7 @@ async def test_dead_letters_are_kept_and_listed_for_operators(
     assert shown["last_error"] == entry.last_error
     assert shown["notification"] == entry.notification.to_dict()
     table = await anyio.run_process(
-        [sys.executable, "-m", "circleback", "--database-url", database_url, "--log-level",
+        [sys.executable, "-m", "circleback", "--database-url", store_url, "--log-level",
          "ERROR", "outbox"],
     )
     lines = table.stdout.decode().splitlines()

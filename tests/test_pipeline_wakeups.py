@@ -3,7 +3,8 @@
 A message in flight is still pending in the store, so "when is the next message
 due?" answers "already". Taking that at its word made the deliverer claim and
 ask again back to back for as long as the delivery took. The store used here
-is the real SQLite store; it only counts the claims it is asked for.
+is the real store (SQLite, then PostgreSQL); it only counts the claims it is
+asked for.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from circleback import (
 
 
 class CountingStore(Store):
-    """The SQLite store, counting delivery claims."""
+    """The store, counting delivery claims."""
 
     def __init__(self, url: str) -> None:
         super().__init__(url)
@@ -72,13 +73,13 @@ class SlowPlugin:
 
 
 async def test_a_slow_delivery_in_flight_is_not_polled_for(
-    make_settings: Callable[..., Settings], database_url: str, caller: Caller
+    make_settings: Callable[..., Settings], store_url: str, caller: Caller
 ) -> None:
     # The longest sleep is a second: without the fix the deliverer asked the store
     # again and again (about a hundred times here) while the message was out.
     settings = make_settings(tuning=EngineTuning(max_sleep_seconds=1.0, lease_seconds=40.0,
                                                  check_timeout_seconds=5.0))
-    store = CountingStore(database_url)
+    store = CountingStore(store_url)
     plugin = SlowPlugin()
     spec: dict[str, Any] = {"job_type": "delay", "check_config": {"delay_seconds": 0.05},
                             "on_success_message": "done", "on_complete": "slow"}

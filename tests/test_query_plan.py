@@ -70,8 +70,8 @@ def _assert_indexed(plan: list[str]) -> None:
         assert "(id=?)" in step or "next_run_at<?" in step, plan
 
 
-async def test_claim_searches_the_due_index(database_url: str) -> None:
-    store = Store(database_url)
+async def test_claim_searches_the_due_index(sqlite_url: str) -> None:
+    store = Store(sqlite_url)
     await store.open()
     try:
         plan = await store.runner.run(_plan, store)
@@ -107,10 +107,10 @@ def _claim_instructions(path: str, sql: str) -> tuple[int, int]:
 
 
 async def test_claim_cost_does_not_grow_with_jobs_that_are_not_due(
-    database_url: str,
+    sqlite_url: str,
 ) -> None:
-    path = database_url.removeprefix("sqlite:///")
-    store = Store(database_url)
+    path = sqlite_url.removeprefix("sqlite:///")
+    store = Store(sqlite_url)
     await store.open()
     try:
         sql = await store.runner.run(_claim_sql, store)

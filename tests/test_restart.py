@@ -1,4 +1,4 @@
-"""Restart safety with real processes and real signals, on a SQLite file.
+"""Restart safety with real processes and real signals, on SQLite and on PostgreSQL.
 
 - A job added while an engine runs, the engine stopped with SIGTERM before the
   job is due, and started again later: the job fires exactly once.
@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ import circleback
 from circleback import Caller, Settings
 
 from .plugins_for_subprocess import SlowPlugin
+from .store_rows import job_states, outbox_statuses
 
 ROOT = Path(__file__).resolve().parent.parent
 CALLER = Caller(user_id="cli", platform="cli", platform_channel_id="C9")
@@ -86,26 +86,19 @@ def _add_job(database_url: str, backend: str, spec: dict[str, Any]) -> uuid.UUID
     return anyio.run(add, backend=backend)
 
 
-def _job_row(path: Path, job_id: uuid.UUID) -> dict[str, Any]:
-    with sqlite3.connect(path) as conn:
-        conn.row_factory = sqlite3.Row
-        job = conn.execute(
-            "SELECT status, attempts, lease_owner FROM circleback_jobs WHERE id = ?", (job_id.hex,)
-        ).fetchone()
-        outbox = conn.execute(
-            "SELECT status FROM circleback_outbox WHERE job_id = ?", (job_id.hex,)
-        ).fetchall()
-    conn.close()
+def _job_row(url: str, job_id: uuid.UUID) -> dict[str, Any]:
+    job = job_states(url).get(str(job_id))
     assert job is not None, f"job {job_id} is not in the store"
-    return {**dict(job), "outbox": [row["status"] for row in outbox]}
+    status, attempts, lease_owner = job
+    return {"status": status, "attempts": attempts, "lease_owner": lease_owner,
+            "outbox": outbox_statuses(url, job_id)}
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_a_job_added_before_a_stop_fires_once_after_the_restart(
-    tmp_path: Path, backend: str
+    tmp_path: Path, store_url: str, backend: str
 ) -> None:
-    path = tmp_path / "circleback.db"
-    url = f"sqlite:///{path}"
+    url = store_url
     out, err = tmp_path / "first.out", tmp_path / "first.err"
     first = _start(["-m", "circleback", "--backend", backend, "run"], url, out, err)
     try:
@@ -122,7 +115,7 @@ def test_a_job_added_before_a_stop_fires_once_after_the_restart(
             first.wait()
     assert _notifications(out.read_text()) == []
     # Stopped before the job was due: nothing was checked or sent.
-    assert _job_row(path, job_id) == {
+    assert _job_row(url, job_id) == {
         "status": "active", "attempts": 0, "lease_owner": None, "outbox": []
     }
 
@@ -133,17 +126,16 @@ def test_a_job_added_before_a_stop_fires_once_after_the_restart(
     assert notification["status"] == "completed"
     assert notification["message"] == "two seconds are up"
     assert notification["platform_channel_id"] == "C9"
-    assert _job_row(path, job_id) == {
+    assert _job_row(url, job_id) == {
         "status": "completed", "attempts": 1, "lease_owner": None, "outbox": ["sent"]
     }
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_a_worker_killed_mid_check_is_taken_over_once_its_lease_expires(
-    tmp_path: Path, backend: str
+    tmp_path: Path, store_url: str, backend: str
 ) -> None:
-    path = tmp_path / "circleback.db"
-    url = f"sqlite:///{path}"
+    url = store_url
     marker = tmp_path / "check-started"
     job_id = _add_job(url, backend, {
         "job_type": "slow", "check_config": {"marker": str(marker)},
@@ -162,7 +154,7 @@ def test_a_worker_killed_mid_check_is_taken_over_once_its_lease_expires(
             first.wait()
     assert _notifications(out.read_text()) == []
     # Killed mid-check: nothing recorded, and the dead worker still holds the lease.
-    killed = _job_row(path, job_id)
+    killed = _job_row(url, job_id)
     assert killed["status"] == "active" and killed["attempts"] == 0 and killed["outbox"] == []
     assert killed["lease_owner"] is not None
 
@@ -181,7 +173,7 @@ def test_a_worker_killed_mid_check_is_taken_over_once_its_lease_expires(
     assert notification["job_id"] == str(job_id)
     assert notification["status"] == "completed"
     assert notification["message"] == f'slow job done: {{"checked_by":{second.pid}}}'
-    assert _job_row(path, job_id) == {
+    assert _job_row(url, job_id) == {
         "status": "completed", "attempts": 1, "lease_owner": None, "outbox": ["sent"]
     }
     # Checked twice in all: once by the killed worker, once by the one that took over.

@@ -1,17 +1,16 @@
 """``circleback serve`` as a real process on a free port, spoken to over HTTP with httpx.
 
-Each test starts the command with its own SQLite file and the test Redis, on the
-same async backend as the test itself (so Hypercorn and the engine are exercised
-on asyncio and on trio), and stops it with a real signal.
+Each test starts the command on a store of its own (a SQLite file, then a
+PostgreSQL schema) and the test Redis, on the same async backend as the test
+itself (so Hypercorn and the engine are exercised on asyncio and on trio), and
+stops it with a real signal.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -32,6 +31,7 @@ from circleback.tools.serve import check_bind_address, is_loopback_host, serve
 
 from . import services
 from .http_servers import HttpServer, Reply, Request, json_reply
+from .store_rows import job_states
 from .subscriber import Subscriber
 from .tools_support import context_of
 
@@ -110,7 +110,7 @@ async def serve_process(
 
 
 async def test_add_a_poll_job_watch_it_complete_and_its_notification_arrive_on_redis(
-    anyio_backend: str, tmp_path: Path, database_url: str, redis_url: str, caller: Caller
+    anyio_backend: str, tmp_path: Path, store_url: str, redis_url: str, caller: Caller
 ) -> None:
     release_slow = threading.Event()
 
@@ -125,7 +125,7 @@ async def test_add_a_poll_job_watch_it_complete_and_its_notification_arrive_on_r
     statuses = [503, 503]
     statuses_lock = threading.Lock()
     with HttpServer(app) as deployment:
-        async with serve_process(anyio_backend, tmp_path, database_url,
+        async with serve_process(anyio_backend, tmp_path, store_url,
                                  CIRCLEBACK_REDIS_URL=redis_url,
                                  CIRCLEBACK_ALLOW_NETWORKS="127.0.0.1/32") as served:
             health = (await served.client.get("/health")).json()
@@ -207,14 +207,12 @@ async def test_add_a_poll_job_watch_it_complete_and_its_notification_arrive_on_r
     assert "received SIGTERM" in output
     assert "without authentication, on loopback only" in output
     assert output.rstrip().endswith("stopped")
-    with contextlib.closing(sqlite3.connect(database_url.removeprefix("sqlite:///"))) as db:
-        rows = db.execute("SELECT id, status, attempts, lease_owner FROM circleback_jobs")
-        final = {str(uuid.UUID(row[0])): row[1:] for row in rows}
+    final = job_states(store_url)
     assert final[slow_id] == ("completed", 1, None)
 
 
 async def test_with_a_token_requests_without_it_get_401(
-    anyio_backend: str, tmp_path: Path, database_url: str, caller: Caller
+    anyio_backend: str, tmp_path: Path, store_url: str, caller: Caller
 ) -> None:
     token = uuid.uuid4().hex
     never = threading.Event()
@@ -224,7 +222,7 @@ async def test_with_a_token_requests_without_it_get_401(
         return json_reply({})
 
     with HttpServer(hanging) as stuck:
-        async with serve_process(anyio_backend, tmp_path, database_url,
+        async with serve_process(anyio_backend, tmp_path, store_url,
                                  "--shutdown-grace", "0.5", CIRCLEBACK_API_TOKEN=token,
                                  CIRCLEBACK_ALLOW_NETWORKS="127.0.0.1/32") as served:
             client = served.client
@@ -257,9 +255,7 @@ async def test_with_a_token_requests_without_it_get_401(
     assert "requires the API token" in output
     assert "received SIGINT again: already stopping" in output
     assert token not in output
-    with contextlib.closing(sqlite3.connect(database_url.removeprefix("sqlite:///"))) as db:
-        rows = db.execute("SELECT id, status, attempts, lease_owner FROM circleback_jobs")
-        final = {str(uuid.UUID(row[0])): row[1:] for row in rows}
+    final = job_states(store_url)
     assert final[job_id] == ("active", 0, None)
 
 
@@ -289,17 +285,17 @@ async def test_serve_in_process_stops_when_told_and_refuses_a_busy_port(
     assert not services.port_answers(port)
 
 
-def test_without_a_token_it_refuses_a_non_loopback_address(database_url: str) -> None:
+def test_without_a_token_it_refuses_a_non_loopback_address(sqlite_url: str) -> None:
     port = services.free_port()
     result = subprocess.run(
         [sys.executable, "-m", "circleback", "serve", "--host", "0.0.0.0", "--port", str(port)],
-        env=_environment(database_url), capture_output=True, text=True, timeout=60,
+        env=_environment(sqlite_url), capture_output=True, text=True, timeout=60,
     )
     assert result.returncode != 0
     assert "refusing to listen on '0.0.0.0' without an API token" in result.stderr
     assert "CIRCLEBACK_API_TOKEN" in result.stderr
     assert not services.port_answers(port)
-    assert not Path(database_url.removeprefix("sqlite:///")).exists()  # nothing was started
+    assert not Path(sqlite_url.removeprefix("sqlite:///")).exists()  # nothing was started
 
 
 def test_which_hosts_count_as_loopback() -> None:

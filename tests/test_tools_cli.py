@@ -13,13 +13,13 @@ from circleback.cli import cli
 
 
 @pytest.fixture(params=["asyncio", "trio"])
-def run(request: pytest.FixtureRequest, database_url: str) -> Any:
-    """Invoke the CLI on the test's SQLite file under one backend."""
+def run(request: pytest.FixtureRequest, store_url: str) -> Any:
+    """Invoke the CLI on the test's store under one backend."""
     runner = CliRunner()
 
     def invoke(*args: str, ok: bool = True) -> Result:
         result = runner.invoke(
-            cli, ["--database-url", database_url, "--backend", str(request.param), *args],
+            cli, ["--database-url", store_url, "--backend", str(request.param), *args],
             catch_exceptions=False,
         )
         assert (result.exit_code == 0) is ok, result.output

@@ -13,7 +13,8 @@ import circleback
 from circleback import Caller, Checker, Limits, ManualClock, Settings, ValidationContext
 from circleback.tools import CONTEXT_FIELDS, TOOL_NAMES, SchedulerTools
 
-from .tools_support import RowWatch, context_of, sqlite_path
+from .store_rows import RowWatch
+from .tools_support import context_of
 
 
 @attrs.define
@@ -33,7 +34,7 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
     async with circleback.Engine(
         settings, worker=False, clock=clock, load_entry_points=False
     ) as engine:
-        rows = RowWatch(sqlite_path(settings.database_url))
+        rows = RowWatch(settings.database_url)
         try:
             yield Running(engine, SchedulerTools.for_engine(engine), clock, rows)
         finally:
@@ -311,7 +312,7 @@ async def test_the_active_jobs_quota_is_a_structured_refusal(
         tools = SchedulerTools.for_engine(engine)
         for _ in range(2):
             assert (await tools.execute("scheduler.add_job", _delay(), context_of(caller)))["ok"]
-        rows = RowWatch(sqlite_path(settings.database_url))
+        rows = RowWatch(settings.database_url)
         try:
             before = rows.snapshot()
             answer = await tools.execute("scheduler.add_job", _delay(), context_of(caller))

@@ -15,7 +15,8 @@ from circleback.tools import SchedulerTools
 from circleback.tools.service import HealthProbe, create_app
 
 from . import services
-from .tools_support import RowWatch, context_of, sqlite_path
+from .store_rows import RowWatch
+from .tools_support import context_of
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -34,7 +35,7 @@ async def service(settings: Settings) -> AsyncIterator[Service]:
         tools = SchedulerTools.for_engine(engine)
         app = create_app(tools, api_token=TOKEN, health=HealthProbe(engine),
                          max_body_bytes=64_000)
-        rows = RowWatch(sqlite_path(settings.database_url))
+        rows = RowWatch(settings.database_url)
         try:
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                          base_url="http://circleback.test") as client:

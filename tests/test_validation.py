@@ -3,15 +3,15 @@
 Hypothesis builds a valid spec, spoils exactly one part of it, and sends it
 through ``engine.scheduler.add_job``. The error must be a
 :class:`circleback.ValidationError` whose ``field`` names the spoiled part, and
-the SQLite file (read directly with ``sqlite3``) must hold no row at all.
+the store (read through a connection of the test's own, on SQLite and on
+PostgreSQL) must hold no row at all.
 """
 
 from __future__ import annotations
 
 import math
-import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -24,6 +24,7 @@ from circleback.core.validation import CALLER_FIELDS, SPEC_FIELDS
 from circleback.testing import TestingPlugin
 
 from .conftest import TEST_LIMITS
+from .store_rows import RowWatch
 
 Case = tuple[Any, str]
 
@@ -297,14 +298,14 @@ async def engine(make_settings: Callable[..., Settings]) -> AsyncIterator[circle
         yield running
 
 
-def _rows(database_url: str) -> tuple[int, int]:
-    """(jobs, outbox rows) in the SQLite file, read with sqlite3 itself."""
-    path = database_url.removeprefix("sqlite:///")
-    with sqlite3.connect(path) as conn:
-        jobs = conn.execute("SELECT count(*) FROM circleback_jobs").fetchone()[0]
-        outbox = conn.execute("SELECT count(*) FROM circleback_outbox").fetchone()[0]
-    conn.close()
-    return int(jobs), int(outbox)
+@pytest.fixture
+def rows(engine: circleback.Engine) -> Iterator[RowWatch]:
+    """The engine's store, read through a connection of the test's own."""
+    watch = RowWatch(engine.settings.database_url)
+    try:
+        yield watch
+    finally:
+        watch.close()
 
 
 _HYPOTHESIS = settings(
@@ -331,7 +332,7 @@ _SCRIPTED = {"job_type": "scripted", "on_success_message": "ok", "on_complete": 
 @example(case=({**_SCRIPTED, "check_config": {"label": "\x00"}}, "check_config"))
 @example(case=({**_SCRIPTED, "check_config": {"label": "x", "a\ud800": 1}}, "check_config"))
 async def test_a_bad_spec_names_its_field_and_writes_nothing(
-    engine: circleback.Engine, caller: Caller, database_url: str, case: Case
+    engine: circleback.Engine, caller: Caller, rows: RowWatch, case: Case
 ) -> None:
     spec, field = case
     with pytest.raises(ValidationError) as raised:
@@ -341,19 +342,19 @@ async def test_a_bad_spec_names_its_field_and_writes_nothing(
     assert error.field == field, (error.message, spec)
     assert error.message.startswith(f"{field}: ")
     assert error.to_dict() == {"code": "invalid", "message": error.message, "field": field}
-    assert _rows(database_url) == (0, 0)
+    assert rows.counts() == (0, 0)
 
 
 @settings(max_examples=30, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(spec=not_objects | st.just({1: "x"}))
 async def test_arguments_that_are_not_an_object_are_refused(
-    engine: circleback.Engine, caller: Caller, database_url: str, spec: Any
+    engine: circleback.Engine, caller: Caller, rows: RowWatch, spec: Any
 ) -> None:
     with pytest.raises(ValidationError) as raised:
         await engine.scheduler.add_job(caller, spec)
     assert raised.value.field == "arguments"
-    assert _rows(database_url) == (0, 0)
+    assert rows.counts() == (0, 0)
 
 
 @settings(max_examples=40, deadline=None,
@@ -363,25 +364,25 @@ async def test_arguments_that_are_not_an_object_are_refused(
     value=blank | broken_text | st.just("u" * 256),
 )
 async def test_a_bad_caller_context_is_refused(
-    engine: circleback.Engine, caller: Caller, database_url: str, field: str, value: str
+    engine: circleback.Engine, caller: Caller, rows: RowWatch, field: str, value: str
 ) -> None:
     spec = {"job_type": "delay", "check_config": {"delay_seconds": 1}, "on_success_message": "hi"}
     bad_caller = Caller(**{"user_id": "u1", "platform": "p1", field: value})
     with pytest.raises(ValidationError) as raised:
         await engine.scheduler.add_job(bad_caller, spec)
     assert raised.value.field == f"context.{field}"
-    assert _rows(database_url) == (0, 0)
+    assert rows.counts() == (0, 0)
 
 
 @settings(max_examples=25, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(spec=valid_specs())
 async def test_a_valid_spec_writes_exactly_one_row(
-    engine: circleback.Engine, caller: Caller, database_url: str, spec: dict[str, Any]
+    engine: circleback.Engine, caller: Caller, rows: RowWatch, spec: dict[str, Any]
 ) -> None:
     """The control for the tests above: the same path, with nothing spoiled, does write."""
-    jobs_before, _ = _rows(database_url)
+    jobs_before, _ = rows.counts()
     job = await engine.scheduler.add_job(caller, spec)
-    assert _rows(database_url) == (jobs_before + 1, 0)
+    assert rows.counts() == (jobs_before + 1, 0)
     assert job.job_type == spec["job_type"]
     await engine.scheduler.cancel_job(caller, job.id)  # stay under the active-jobs limit
