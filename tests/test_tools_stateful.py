@@ -1,11 +1,12 @@
-"""Tenant isolation as a state machine: many users, many steps, through execute() on SQLite.
+"""Tenant isolation as a state machine: many users, many steps, through execute().
 
 A plain model records which user owns which job, its workflow, when it is due
 and its status. Users add jobs (often in workflow ids that other users chose
 too), cancel jobs and workflows — their own and everybody else's — and time
 passes, completing due timers. After every step each user's ``list_jobs`` must
 show exactly that user's jobs, with the model's statuses; cancelling what
-belongs to someone else must answer "not found" and write nothing.
+belongs to someone else must answer "not found" and write nothing. The machine
+runs on a SQLite file and on a PostgreSQL schema of its own.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 
 from circleback import Caller, EngineTuning, Limits, ManualClock, Settings
 
+from .services import drop_postgres_schema, postgres_schema
 from .tools_support import ToolHarness, context_of, tool_harness
 
 USERS = ("alice", "bob", "carol", "dave")
@@ -46,6 +48,7 @@ def _context(user: str) -> dict[str, Any]:
 
 class TenantIsolation(RuleBasedStateMachine):
     backend = "asyncio"
+    database = "sqlite"
 
     def __init__(self) -> None:
         super().__init__()
@@ -54,7 +57,7 @@ class TenantIsolation(RuleBasedStateMachine):
         self.clock = ManualClock()
         self.elapsed = 0.0
         store = Settings(
-            database_url=f"sqlite:///{self._directory / 'tenants.db'}",
+            database_url=self._database_url(),
             limits=Limits(min_interval_seconds=0.01, max_active_jobs_per_user=1_000),
             tuning=EngineTuning(max_sleep_seconds=0.05),
         )
@@ -62,6 +65,13 @@ class TenantIsolation(RuleBasedStateMachine):
             tool_harness(self.backend, store, clock=self.clock)
         )
         self.model: dict[str, ModelJob] = {}
+
+    def _database_url(self) -> str:
+        if self.database == "sqlite":
+            return f"sqlite:///{self._directory / 'tenants.db'}"
+        schema, url = postgres_schema()
+        self._stack.callback(drop_postgres_schema, schema)
+        return url
 
     def teardown(self) -> None:
         self._stack.close()
@@ -163,11 +173,17 @@ class TenantIsolation(RuleBasedStateMachine):
             assert seen == expected, user
 
 
+@pytest.mark.parametrize(
+    "database", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
-def test_tenant_isolation_holds_over_many_steps(backend: str) -> None:
-    machine = type(f"TenantIsolation_{backend}", (TenantIsolation,), {"backend": backend})
+def test_tenant_isolation_holds_over_many_steps(backend: str, database: str) -> None:
+    machine = type(f"TenantIsolation_{backend}_{database}", (TenantIsolation,),
+                   {"backend": backend, "database": database})
+    # Half the runs on PostgreSQL (each on a fresh schema), to keep the suite quick.
     run_state_machine_as_test(
         machine,
-        settings=settings(max_examples=10, stateful_step_count=30, deadline=None,
+        settings=settings(max_examples=10 if database == "sqlite" else 5,
+                          stateful_step_count=30, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow]),
     )
