@@ -30,6 +30,7 @@ from circleback.notifiers.notify import channel_for, encode_notification
 from circleback.testing import TestingPlugin
 
 from . import services
+from .conftest import TEST_LIMITS
 from .subscriber import Subscriber
 
 pytestmark = pytest.mark.redis
@@ -191,7 +192,9 @@ async def test_redis_outage_while_jobs_finish_loses_nothing(
     tuning = EngineTuning(max_sleep_seconds=0.05, check_timeout_seconds=5.0, lease_seconds=10.0,
                           delivery_backoff_seconds=0.02, delivery_backoff_max_seconds=0.2,
                           delivery_max_attempts=10_000, shutdown_grace_seconds=2.0)
-    settings = make_settings(redis_url=server.url, tuning=tuning)
+    # One user adds all 200: the adding must not depend on earlier jobs finishing in time.
+    limits = attrs.evolve(TEST_LIMITS, max_active_jobs_per_user=total)
+    settings = make_settings(redis_url=server.url, tuning=tuning, limits=limits)
     try:
         with Subscriber(server.url, channel_for(caller.platform)) as bot:
             async with circleback.Engine(settings, load_entry_points=False) as engine:
