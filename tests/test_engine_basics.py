@@ -5,12 +5,13 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Callable
+from typing import Any
 
 import anyio
 import pytest
 
 import circleback
-from circleback import Caller, CheckOutcome, JobStatus, ManualClock, Settings
+from circleback import Caller, CheckOutcome, DeliveryStatus, JobStatus, ManualClock, Settings
 from circleback.notifiers.notify import NotifyNotifier
 from circleback.testing import TestingPlugin
 
@@ -155,3 +156,41 @@ async def test_a_batch_of_results_equal_in_value_but_not_in_type_is_recorded_exa
             assert type(job.last_result) is type(result)
         if isinstance(result, list | dict):
             assert json.dumps(job.last_result) == json.dumps(result)
+
+
+async def test_a_finished_jobs_message_goes_straight_to_the_deliverer(
+    make_settings: Callable[..., Settings], store_url: str, caller: Caller
+) -> None:
+    """The worker that records a finish delivers its message without claiming it back.
+
+    The outbox row is written already leased to that worker; delivery claims
+    find nothing, and the row ends sent with one attempt and no lease.
+    """
+    plugin = TestingPlugin()
+    spec = {"job_type": "scripted", "check_config": {}, "on_success_message": "done {job_id}",
+            "on_complete": "record"}
+    settings = make_settings(database_url=store_url)
+    async with circleback.Engine(
+        settings, plugins=[plugin], load_entry_points=False, worker=False
+    ) as facade:
+        jobs = [await facade.scheduler.add_job(caller, spec) for _ in range(20)]
+    for job in jobs:
+        plugin.checker.push(job.id, CheckOutcome.met())
+    async with circleback.Engine(settings, plugins=[plugin], load_entry_points=False) as engine:
+        claimed: list[int] = []
+        claim = engine.store.claim_deliveries
+
+        async def counting_claim(*args: Any, **kwargs: Any) -> Any:
+            entries = await claim(*args, **kwargs)
+            claimed.append(len(entries))
+            return entries
+
+        engine.store.claim_deliveries = counting_claim  # type: ignore[method-assign]
+        engine.wake()
+        with anyio.fail_after(10):
+            await engine.wait_until_idle(poll_seconds=0.02)
+        outbox = await engine.store.list_outbox(limit=100)
+    assert sum(claimed) == 0
+    assert sorted(n.job_id for n in plugin.notifier.delivered) == sorted(j.id for j in jobs)
+    assert all(entry.status is DeliveryStatus.SENT and entry.attempts == 1 for entry in outbox)
+    assert {entry.lease_token for entry in outbox} == {1}

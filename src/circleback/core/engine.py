@@ -364,8 +364,16 @@ class Engine:
                 (job, apply_event(job, CheckResult(outcome), now, description=description,
                                   result_limit=limit))
             )
-        applied = await self.store.record_outcomes(self.worker_id, transitions, now)
-        if any(t.message is not None and job.id in applied for job, t in transitions):
+        # Messages go straight to this worker's deliverer, leased to it, while it has room;
+        # the rest wait in the outbox for a claim.
+        applied, leased = await self.store.record_outcomes_leasing_messages(
+            self.worker_id, transitions, now,
+            limit=self._deliveries.room(), lease_seconds=self._delivery_lease_seconds(),
+        )
+        if leased and not self._deliveries.offer(leased):
+            await self.store.release_deliveries(self.worker_id, leased)
+        messages = sum(1 for job, t in transitions if t.message is not None and job.id in applied)
+        if messages > len(leased):
             self._deliveries.wake()
         lost = len(results) - len(applied)
         if lost:
@@ -382,15 +390,18 @@ class Engine:
 
     # -- deliveries ------------------------------------------------------------------------------
 
-    async def _claim_deliveries(self, limit: int) -> list[OutboxEntry]:
+    def _delivery_lease_seconds(self) -> float:
         tuning = self.settings.tuning
         # The heartbeat renews what is being delivered; without one (an in-memory
         # database) the lease must outlast the slowest delivery by itself.
-        lease = tuning.lease_seconds
-        if not self._heartbeat_runs:
-            lease = max(lease, 2 * tuning.delivery_timeout_seconds)
+        if self._heartbeat_runs:
+            return tuning.lease_seconds
+        return max(tuning.lease_seconds, 2 * tuning.delivery_timeout_seconds)
+
+    async def _claim_deliveries(self, limit: int) -> list[OutboxEntry]:
         return await self.store.claim_deliveries(
-            self.worker_id, self.clock.now(), limit=limit, lease_seconds=lease
+            self.worker_id, self.clock.now(), limit=limit,
+            lease_seconds=self._delivery_lease_seconds(),
         )
 
     async def _deliver(self, entry: OutboxEntry) -> DeliveryUpdate:

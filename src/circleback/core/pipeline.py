@@ -79,6 +79,8 @@ class WorkPipeline(Generic[ItemT, ResultT]):
         self._deadline: datetime | None = None
         self._waiting_for_capacity = False
         self._stopping = False
+        self._running = False
+        self._serial = 0
 
     @property
     def in_flight(self) -> int:
@@ -88,6 +90,33 @@ class WorkPipeline(Generic[ItemT, ResultT]):
     def held(self) -> list[ItemT]:
         """The items in flight; safe to call from another thread."""
         return list(self._in_flight.copy().values())
+
+    def room(self) -> int:
+        """How many more items :meth:`offer` may hand over now (0 unless :meth:`run` runs).
+
+        Up to a batch beyond the capacity: offered items wait their turn in the
+        queue (no more than ``capacity`` are worked on at once), so a burst
+        handed over by the recorder does not fall back to claims.
+        """
+        if not self._running or self._stopping:
+            return 0
+        return max(0, self._capacity + self._batch_size - len(self._in_flight))
+
+    def offer(self, items: Sequence[ItemT]) -> bool:
+        """Work on items claimed elsewhere (already leased to this worker), as if claimed here.
+
+        Returns False, taking nothing, when the pipeline is not running: the
+        caller then gives the leases back.
+        """
+        if not self._running or self._stopping:
+            return False
+        for item in items:
+            self._serial += 1
+            self._in_flight[self._serial] = item
+            self._queue.append((self._serial, item))
+        if items and self._queued is not None:
+            self._queued.set()
+        return True
 
     def wake(self) -> None:
         """Look for due items now instead of at the end of the current sleep."""
@@ -130,6 +159,7 @@ class WorkPipeline(Generic[ItemT, ResultT]):
         """
         send, receive = anyio.create_memory_object_stream[tuple[int, ItemT, ResultT]](math.inf)
         self._workers_starting = self._workers = 0
+        self._running = True
         try:
             async with anyio.create_task_group() as group:
                 group.start_soon(self._record_loop, receive)
@@ -145,6 +175,7 @@ class WorkPipeline(Generic[ItemT, ResultT]):
                     workers.cancel_scope.cancel()
                 send.close()
         finally:
+            self._running = False
             send.close()
             receive.close()
             leftovers = list(self._in_flight.values())
@@ -160,7 +191,6 @@ class WorkPipeline(Generic[ItemT, ResultT]):
                         )
 
     async def _claim_loop(self) -> None:
-        serial = 0
         while not self._stopping:
             self._woken = False
             self._wake_event = anyio.Event()
@@ -175,9 +205,9 @@ class WorkPipeline(Generic[ItemT, ResultT]):
                     await self._wait_for_wake(_ERROR_PAUSE_SECONDS)
                     continue
                 for item in items:
-                    serial += 1
-                    self._in_flight[serial] = item
-                    self._queue.append((serial, item))
+                    self._serial += 1
+                    self._in_flight[self._serial] = item
+                    self._queue.append((self._serial, item))
                 if items and self._queued is not None:
                     self._queued.set()
                 if len(items) == wanted:

@@ -6,10 +6,35 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 
 __all__ = ["UTCDateTime", "jobs", "metadata", "outbox", "workers"]
+
+
+class SQLiteDateTimeText(sqlite.DATETIME):
+    """SQLite's ``DATETIME`` column, in SQLAlchemy's text form, converted by C code.
+
+    The text is the one SQLAlchemy writes (``YYYY-MM-DD HH:MM:SS.ffffff``), so
+    stored rows read the same either way; ``isoformat`` and ``fromisoformat``
+    do the work that SQLAlchemy's SQLite processors do with string formatting
+    and a regular expression, for every time of every row a worker claims.
+    """
+
+    cache_ok = True
+
+    def bind_processor(self, dialect: Dialect) -> Any:
+        def process(value: datetime | None) -> str | None:
+            return None if value is None else value.isoformat(" ", "microseconds")
+
+        return process
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> Any:
+        def process(value: str | None) -> datetime | None:
+            return None if value is None else datetime.fromisoformat(value)
+
+        return process
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
@@ -21,6 +46,11 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
 
     impl = sa.DateTime(timezone=True)
     cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(SQLiteDateTimeText())  # type: ignore[no-untyped-call]
+        return dialect.type_descriptor(self.impl_instance)
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:

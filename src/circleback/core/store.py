@@ -70,6 +70,27 @@ def _job_from_row(row: Row[Any]) -> Job:
     return Job(**values)
 
 
+_JOB_STATUSES = {status.value: status for status in JobStatus}
+_JOB_FIELDS = tuple(field.name for field in attrs.fields(Job))
+
+
+def _jobs_from_rows(result: sa.CursorResult[Any]) -> list[Job]:
+    """Jobs from a result of whole job rows, by position when the columns are in model order.
+
+    The claim builds hundreds of jobs per batch; pairing names with row values
+    skips building a row mapping per row (the table's columns are the fields of
+    :class:`Job`, in order).
+    """
+    if tuple(result.keys()) != _JOB_FIELDS:
+        return [_job_from_row(row) for row in result]
+    claimed = []
+    for row in result:
+        values = dict(zip(_JOB_FIELDS, row, strict=True))
+        values["status"] = _JOB_STATUSES[values["status"]]
+        claimed.append(Job(**values))
+    return claimed
+
+
 def _entry_from_row(row: Row[Any]) -> OutboxEntry:
     values = dict(row._mapping)
     for private in ("lease_owner", "lease_expires_at"):
@@ -333,7 +354,7 @@ class Store:
     ) -> list[Job]:
         expired = _expired_leases(conn, jobs, now)
         rows = conn.execute(self.claim_statement(worker_id, now, limit, lease_seconds))
-        claimed = [_job_from_row(row) for row in rows]
+        claimed = _jobs_from_rows(rows)
         claimed.sort(key=lambda job: job.next_run_at)
         if expired:
             _log_takeovers(worker_id, "job", expired, (job.id for job in claimed))
@@ -351,7 +372,32 @@ class Store:
         """
         if not transitions:
             return set()
-        return await self._runner.run(self._record_outcomes, worker_id, list(transitions), now)
+        applied, _ = await self._runner.run(
+            self._record_outcomes, worker_id, list(transitions), now, 0, 0.0
+        )
+        return applied
+
+    async def record_outcomes_leasing_messages(
+        self,
+        worker_id: str,
+        transitions: Sequence[tuple[Job, Transition]],
+        now: datetime,
+        *,
+        limit: int,
+        lease_seconds: float,
+    ) -> tuple[set[uuid.UUID], list[OutboxEntry]]:
+        """:meth:`record_outcomes`, with up to ``limit`` of the new messages leased to the worker.
+
+        Returns the applied ids and the leased outbox entries: the worker can
+        deliver those at once, without claiming them back from the store. The
+        lease is the one a claim would take, so if the worker dies they are
+        taken over like any other; messages past ``limit`` wait for a claim.
+        """
+        if not transitions:
+            return set(), []
+        return await self._runner.run(
+            self._record_outcomes, worker_id, list(transitions), now, limit, lease_seconds
+        )
 
     def _record_outcomes(
         self,
@@ -359,7 +405,9 @@ class Store:
         worker_id: str,
         transitions: list[tuple[Job, Transition]],
         now: datetime,
-    ) -> set[uuid.UUID]:
+        lease_limit: int,
+        lease_seconds: float,
+    ) -> tuple[set[uuid.UUID], list[OutboxEntry]]:
         ids = [claimed.id for claimed, _ in transitions]
         holders = (
             sa.select(jobs.c.id, jobs.c.lease_token)
@@ -377,22 +425,31 @@ class Store:
             if transition.changed and tokens.get(claimed.id) == claimed.lease_token
         ]
         if not applied:
-            return set()
+            return set(), []
         _update_grouped(
             conn,
             jobs,
             [
-                (claimed.id, {name: getattr(transition.job, name) for name in _UPDATED_JOB_FIELDS})
+                (claimed.id, _changes(claimed, transition.job, _UPDATED_JOB_FIELDS))
                 for claimed, transition in applied
             ],
             {"lease_owner": None, "lease_expires_at": None},
         )
-        messages = [
-            _outbox_values(transition, now) for _, transition in applied if transition.message
-        ]
+        expires = now + timedelta(seconds=lease_seconds)
+        messages: list[dict[str, Any]] = []
+        leased: list[OutboxEntry] = []
+        for _, transition in applied:
+            if transition.message is None:
+                continue
+            values, entry = _outbox_row(transition, now)
+            if len(leased) < lease_limit:
+                values |= {"lease_owner": worker_id, "lease_expires_at": expires,
+                           "lease_token": 1}
+                leased.append(attrs.evolve(entry, lease_token=1))
+            messages.append(values)
         if messages:
             conn.execute(sa.insert(outbox), messages)
-        return {claimed.id for claimed, _ in applied}
+        return {claimed.id for claimed, _ in applied}, leased
 
     async def release_jobs(self, worker_id: str, claimed: Iterable[Job]) -> int:
         """Give back leases without recording a check (a stopping worker's jobs in flight)."""
@@ -634,7 +691,7 @@ class Store:
             holders = holders.with_for_update()
         tokens = {row[0]: row[1] for row in conn.execute(holders)}
         applied = [
-            (entry.id, {name: getattr(update, name) for name in fields})
+            (entry.id, _changes(entry, update, fields))
             for entry, update in updates
             if tokens.get(entry.id) == entry.lease_token
         ]
@@ -654,12 +711,23 @@ class Store:
 
     @staticmethod
     def _next_delivery_time(conn: Connection) -> datetime | None:
-        return conn.execute(
+        # Like jobs: a leased entry (being delivered here or elsewhere) is due when
+        # its lease runs out, not at its attempt time.
+        due = conn.execute(
             sa.select(outbox.c.next_attempt_at)
-            .where(outbox.c.status == _PENDING)
+            .where(outbox.c.status == _PENDING, outbox.c.lease_expires_at.is_(None))
             .order_by(outbox.c.next_attempt_at)
             .limit(1)
         ).scalar()
+        expiry = conn.execute(
+            sa.select(sa.func.min(outbox.c.lease_expires_at)).where(
+                outbox.c.status == _PENDING, outbox.c.lease_expires_at.is_not(None)
+            )
+        ).scalar()
+        if expiry is not None:
+            expiry = UTCDateTime().process_result_value(expiry, conn.dialect)
+        candidates = [moment for moment in (due, expiry) if moment is not None]
+        return min(candidates) if candidates else None
 
     async def list_outbox(
         self, *, status: DeliveryStatus | None = None, limit: int = 100
@@ -701,42 +769,54 @@ def _update_grouped(
     rows: list[tuple[uuid.UUID, dict[str, Any]]],
     constant: dict[str, Any],
 ) -> None:
-    """Write each row's values (plus ``constant``) to the row with that id.
+    """Write each row's new values (plus ``constant``) to the row with that id.
 
-    Rows with the same values share one ``UPDATE ... WHERE id IN (...)``: a
-    batch of timers that fired together, or of messages sent together, is a
+    Rows with the same new values share one ``UPDATE ... WHERE id IN (...)``:
+    a batch of timers that fired together, or of messages sent together, is a
     statement or two instead of a statement's parameters processed per row.
-    Rows whose values are their own go in one ``executemany``.
+    Rows whose values are their own go in one ``executemany`` per set of columns.
     """
-    groups: dict[tuple[Any, ...], list[uuid.UUID]] = {}
-    values_of: dict[tuple[Any, ...], dict[str, Any]] = {}
+    groups: dict[tuple[Any, ...], tuple[dict[str, Any], list[uuid.UUID]]] = {}
     for row_id, values in rows:
-        key = tuple(_hashable(value) for value in values.values())
-        members = groups.get(key)
-        if members is None:
-            groups[key] = [row_id]
-            values_of[key] = values
+        key = tuple((name, _hashable(value)) for name, value in values.items())
+        group = groups.get(key)
+        if group is None:
+            groups[key] = (values, [row_id])
         else:
-            members.append(row_id)
-    singles: list[dict[str, Any]] = []
-    for key, ids in groups.items():
+            group[1].append(row_id)
+    singles: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for values, ids in groups.values():
         if len(ids) == 1:
-            singles.append({"b_id": ids[0]} | {f"b_{k}": v for k, v in values_of[key].items()})
+            params = {"b_id": ids[0]} | {f"b_{name}": value for name, value in values.items()}
+            singles.setdefault(tuple(values), []).append(params)
             continue
         for start in range(0, len(ids), _MAX_IDS_PER_STATEMENT):
             conn.execute(
                 sa.update(table)
                 .where(table.c.id.in_(ids[start : start + _MAX_IDS_PER_STATEMENT]))
-                .values(values_of[key] | constant)
+                .values(values | constant)
             )
-    if singles:
-        names = [name.removeprefix("b_") for name in singles[0] if name != "b_id"]
+    for names, many in singles.items():
         conn.execute(
             sa.update(table)
             .where(table.c.id == sa.bindparam("b_id"))
             .values({name: sa.bindparam(f"b_{name}") for name in names} | constant),
-            singles,
+            many,
         )
+
+
+def _changes(before: object, after: object, fields: Sequence[str]) -> dict[str, Any]:
+    """The fields whose value ``after`` differs from ``before`` (in value or in stored type).
+
+    The row still holds ``before``'s values (the fence was just checked), so
+    only these need writing; the rest would only split batches into groups.
+    """
+    changed = {}
+    for name in fields:
+        old, new = getattr(before, name), getattr(after, name)
+        if old is not new and _hashable(old) != _hashable(new):
+            changed[name] = new
+    return changed
 
 
 #: Ids per ``IN (...)`` list: well under SQLite's and PostgreSQL's limits on parameters.
@@ -787,7 +867,8 @@ def _wake_other_workers(conn: Connection) -> None:
         conn.execute(sa.text("SELECT pg_notify(:channel, '')"), {"channel": WAKEUP_CHANNEL})
 
 
-def _outbox_values(transition: Transition, now: datetime) -> dict[str, Any]:
+def _outbox_row(transition: Transition, now: datetime) -> tuple[dict[str, Any], OutboxEntry]:
+    """The outbox row of a finishing transition, and the entry that row reads back as."""
     job, message = transition.job, transition.message
     assert message is not None
     notification = Notification(
@@ -804,7 +885,7 @@ def _outbox_values(transition: Transition, now: datetime) -> dict[str, Any]:
         conversation_id=job.conversation_id,
         created_at=now,
     )
-    return {
+    values = {
         "id": notification.notification_id,
         "job_id": job.id,
         "on_complete": job.on_complete,
@@ -814,5 +895,19 @@ def _outbox_values(transition: Transition, now: datetime) -> dict[str, Any]:
         "attempts": 0,
         "next_attempt_at": now,
         "created_at": now,
+        "lease_owner": None,
+        "lease_expires_at": None,
         "lease_token": 0,
     }
+    entry = OutboxEntry(
+        id=notification.notification_id,
+        job_id=job.id,
+        on_complete=job.on_complete,
+        notification=notification,
+        result=message.result,
+        status=DeliveryStatus.PENDING,
+        attempts=0,
+        next_attempt_at=now,
+        created_at=now,
+    )
+    return values, entry
