@@ -53,10 +53,18 @@ def _parse_param(text: str) -> tuple[str, str, Any]:
     if workload not in WORKLOADS:
         raise argparse.ArgumentTypeError(f"{text!r}: no workload {workload!r}")
     if "," in raw:
-        value: Any = [ast.literal_eval(part) for part in raw.split(",")]
+        value: Any = [_literal(part) for part in raw.split(",")]
     else:
-        value = ast.literal_eval(raw)
+        value = _literal(raw)
     return workload, name, value
+
+
+def _literal(raw: str) -> Any:
+    """A number (or other Python literal) where the text is one, else the text itself."""
+    try:
+        return ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return raw
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
