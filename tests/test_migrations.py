@@ -10,6 +10,8 @@ is exactly the schema the models declare.
 from __future__ import annotations
 
 import contextlib
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -288,3 +290,16 @@ async def test_upgrading_the_schema_of_a_newer_circleback_is_refused(store_url: 
     assert "9001_from_the_future" in message
     assert "newer circleback" in message
     assert revision_of(store_url) == "9001_from_the_future"
+
+
+def test_the_revision_a_start_expects_is_the_newest_migration() -> None:
+    """A start checks the version row against a constant, without loading Alembic."""
+    assert migrate.head_revision() == migrate.SCHEMA_REVISION
+
+
+def test_importing_circleback_does_not_load_alembic() -> None:
+    """Alembic is loaded only to create or change a schema (it costs a worker ~12 MiB)."""
+    code = "import sys, circleback; print(any(m.startswith('alembic') for m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "False"

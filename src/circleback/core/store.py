@@ -18,7 +18,6 @@ from typing import Any
 
 import attrs
 import sqlalchemy as sa
-from alembic.util import CommandError
 from sqlalchemy.engine import Connection, Row
 
 from .database import DriverMode, TransactionRunner
@@ -161,6 +160,8 @@ class Store:
         """
         self._runner.open()
         before = await self._runner.run(current_revision, readonly=True)
+        from alembic.util import CommandError
+
         try:
             await self._runner.run(upgrade_schema)
         except CommandError as exc:
