@@ -815,7 +815,11 @@ def _changes(before: object, after: object, fields: Sequence[str]) -> dict[str, 
     changed = {}
     for name in fields:
         old, new = getattr(before, name), getattr(after, name)
-        if old is not new and _hashable(old) != _hashable(new):
+        if old is new:
+            continue
+        if type(old) is type(new) and not isinstance(old, _CONTAINERS) and old == new:
+            continue
+        if _hashable(old) != _hashable(new):
             changed[name] = new
     return changed
 
@@ -826,9 +830,12 @@ _MAX_IDS_PER_STATEMENT = 5_000
 
 def _hashable(value: Any) -> Any:
     """A key under which only values stored alike meet (``True``, ``1`` and ``1.0`` do not)."""
-    if isinstance(value, dict | list):
-        return ("json", json.dumps(value, sort_keys=True))
+    if isinstance(value, _CONTAINERS):
+        return ("json", json.dumps(value, sort_keys=True, default=repr))
     return (type(value), value)
+
+
+_CONTAINERS = (dict, list, tuple)
 
 
 def _expired_leases(
