@@ -19,8 +19,10 @@ import attrs
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from circleback import Job, JobStatus, Store
+from circleback import CheckOutcome, Job, JobStatus, Store
+from circleback.core.database import create_sync_engine
 from circleback.core.schema import jobs as jobs_table
+from circleback.core.state import CheckResult, apply_event
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 DUE_INDEX = "ix_circleback_jobs_due"
@@ -128,3 +130,55 @@ async def test_claim_cost_does_not_grow_with_jobs_that_are_not_due(
     assert claimed_few == claimed_many == 5
     # 80 times more stored jobs; walking them would cost tens of thousands of instructions more.
     assert cost_many < 2 * cost_few, (cost_few, cost_many)
+
+
+
+def _record_instructions(sqlite_url: str, store: Store) -> tuple[int, int]:
+    """(outcomes applied, SQLite VM instructions spent) recording the due jobs, rolled back."""
+    engine = create_sync_engine(sqlite_url)
+    try:
+        with engine.connect() as conn:
+            transaction = conn.begin()
+            claimed = store._claim_due_jobs(conn, "worker-1", NOW, 500, 30.0)
+            transitions = [
+                (job, apply_event(job, CheckResult(CheckOutcome.met()), NOW)) for job in claimed
+            ]
+            counted = [0]
+
+            def count() -> int:
+                counted[0] += 1
+                return 0
+
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            raw.set_progress_handler(count, 1)
+            applied, _ = store._record_outcomes(conn, "worker-1", transitions, NOW, 0, 0.0)
+            raw.set_progress_handler(None, 1)
+            transaction.rollback()
+            return len(applied), counted[0]
+    finally:
+        engine.dispose()
+
+
+async def test_recording_outcomes_costs_nothing_per_idle_job(sqlite_url: str) -> None:
+    """The fence is read by id: an index on status would walk every active job (W5 found it)."""
+    store = Store(sqlite_url)
+    await store.open()
+    try:
+        # A batch as large as the engine's: with a long list of ids, SQLite's planner
+        # preferred walking the status index to looking each id up.
+        due = [_job(JobStatus.ACTIVE, NOW - timedelta(seconds=index + 1)) for index in range(400)]
+        await store.runner.run(_insert, due)
+        await store.runner.run(
+            _insert, [_job(JobStatus.ACTIVE, NOW + timedelta(days=1)) for _ in range(50)]
+        )
+        applied_few, cost_few = _record_instructions(sqlite_url, store)
+        await store.runner.run(
+            _insert, [_job(JobStatus.ACTIVE, NOW + timedelta(days=1)) for _ in range(10_000)]
+        )
+        applied_many, cost_many = _record_instructions(sqlite_url, store)
+    finally:
+        await store.aclose()
+    assert applied_few == applied_many == 400
+    # 200 times more idle jobs; walking them would cost about ten instructions each.
+    assert cost_many < 1.25 * cost_few, (cost_few, cost_many)

@@ -110,13 +110,17 @@ class WorkPipeline(Generic[ItemT, ResultT]):
         """
         if not self._running or self._stopping:
             return False
+        self._enqueue(items)
+        return True
+
+    def _enqueue(self, items: Sequence[ItemT]) -> None:
+        """Count items as in flight and queue them for the workers."""
         for item in items:
             self._serial += 1
             self._in_flight[self._serial] = item
             self._queue.append((self._serial, item))
         if items and self._queued is not None:
             self._queued.set()
-        return True
 
     def wake(self) -> None:
         """Look for due items now instead of at the end of the current sleep."""
@@ -204,12 +208,7 @@ class WorkPipeline(Generic[ItemT, ResultT]):
                     self._log.exception("%s: claiming failed; trying again shortly", self._name)
                     await self._wait_for_wake(_ERROR_PAUSE_SECONDS)
                     continue
-                for item in items:
-                    self._serial += 1
-                    self._in_flight[self._serial] = item
-                    self._queue.append((self._serial, item))
-                if items and self._queued is not None:
-                    self._queued.set()
+                self._enqueue(items)
                 if len(items) == wanted:
                     await anyio.lowlevel.checkpoint()
                     continue  # there may be more due right now

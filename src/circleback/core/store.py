@@ -410,16 +410,7 @@ class Store:
         lease_seconds: float,
     ) -> tuple[set[uuid.UUID], list[OutboxEntry]]:
         ids = [claimed.id for claimed, _ in transitions]
-        holders = (
-            sa.select(jobs.c.id, jobs.c.lease_token)
-            .where(jobs.c.id.in_(ids), jobs.c.status == _ACTIVE, jobs.c.lease_owner == worker_id)
-            .order_by(jobs.c.id)
-        )
-        if self._locks_rows:
-            holders = holders.with_for_update()  # in id order, like every locking write here
-        # The rows are locked now (PostgreSQL) or the database is (SQLite): what the fence
-        # reads here holds until the commit, so the writes below need not check it again.
-        tokens = {row[0]: row[1] for row in conn.execute(holders)}
+        tokens = _fence(conn, jobs, ids, worker_id, _ACTIVE)
         applied = [
             (claimed, transition)
             for claimed, transition in transitions
@@ -679,18 +670,7 @@ class Store:
     ) -> int:
         fields = ("status", "attempts", "next_attempt_at", "sent_at", "last_error",
                   "delivered_via", "delivery_note")
-        holders = (
-            sa.select(outbox.c.id, outbox.c.lease_token)
-            .where(
-                outbox.c.id.in_([entry.id for entry, _ in updates]),
-                outbox.c.lease_owner == worker_id,
-                outbox.c.status == _PENDING,
-            )
-            .order_by(outbox.c.id)
-        )
-        if conn.dialect.name == "postgresql":
-            holders = holders.with_for_update()
-        tokens = {row[0]: row[1] for row in conn.execute(holders)}
+        tokens = _fence(conn, outbox, [entry.id for entry, _ in updates], worker_id, _PENDING)
         applied = [
             (entry.id, _changes(entry, update, fields))
             for entry, update in updates
@@ -762,6 +742,31 @@ def _lock_rows(
     if conn.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=skip_locked)
     return list(conn.execute(query).scalars())
+
+
+def _fence(
+    conn: Connection, table: sa.Table, ids: list[uuid.UUID], worker_id: str, status: str
+) -> dict[uuid.UUID, int]:
+    """The lease tokens of the rows among ``ids`` that ``worker_id`` holds in ``status``.
+
+    The rows are locked (PostgreSQL, in id order like every locking write here)
+    or the database is (SQLite), so what is read holds until the commit and the
+    writes that follow need not check it again. The rows are looked up by id
+    alone: given the status too, SQLite's planner walks the status index (every
+    active job) once the list of ids is long.
+    """
+    query = (
+        sa.select(table.c.id, table.c.lease_token, table.c.lease_owner, table.c.status)
+        .where(table.c.id.in_(ids))
+        .order_by(table.c.id)
+    )
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    return {
+        row_id: token
+        for row_id, token, owner, row_status in conn.execute(query)
+        if owner == worker_id and row_status == status
+    }
 
 
 def _update_grouped(
