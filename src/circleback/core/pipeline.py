@@ -94,13 +94,14 @@ class WorkPipeline(Generic[ItemT, ResultT]):
     def room(self) -> int:
         """How many more items :meth:`offer` may hand over now (0 unless :meth:`run` runs).
 
-        Up to a batch beyond the capacity: offered items wait their turn in the
-        queue (no more than ``capacity`` are worked on at once), so a burst
-        handed over by the recorder does not fall back to claims.
+        Up to two batches beyond the capacity — one being recorded while the
+        next arrives: offered items wait their turn in the queue (no more than
+        ``capacity`` are worked on at once), so a burst handed over by the
+        recorder does not fall back to claims.
         """
         if not self._running or self._stopping:
             return 0
-        return max(0, self._capacity + self._batch_size - len(self._in_flight))
+        return max(0, self._capacity + 2 * self._batch_size - len(self._in_flight))
 
     def offer(self, items: Sequence[ItemT]) -> bool:
         """Work on items claimed elsewhere (already leased to this worker), as if claimed here.
