@@ -433,11 +433,10 @@ class Store:
         for _, transition in applied:
             if transition.message is None:
                 continue
-            values, entry = _outbox_row(transition, now)
-            if len(leased) < lease_limit:
-                values |= {"lease_owner": worker_id, "lease_expires_at": expires,
-                           "lease_token": 1}
-                leased.append(attrs.evolve(entry, lease_token=1))
+            lease = (worker_id, expires) if len(leased) < lease_limit else None
+            values, entry = _outbox_row(transition, now, lease)
+            if entry is not None:
+                leased.append(entry)
             messages.append(values)
         if messages:
             conn.execute(sa.insert(outbox), messages)
@@ -880,8 +879,11 @@ def _wake_other_workers(conn: Connection) -> None:
         conn.execute(sa.text("SELECT pg_notify(:channel, '')"), {"channel": WAKEUP_CHANNEL})
 
 
-def _outbox_row(transition: Transition, now: datetime) -> tuple[dict[str, Any], OutboxEntry]:
-    """The outbox row of a finishing transition, and the entry that row reads back as."""
+def _outbox_row(
+    transition: Transition, now: datetime, lease: tuple[str, datetime] | None
+) -> tuple[dict[str, Any], OutboxEntry | None]:
+    """The outbox row of a finishing transition; leased to ``lease`` (owner, expiry) if given,
+    with the entry that row reads back as (``None`` when not leased: nobody holds it yet)."""
     job, message = transition.job, transition.message
     assert message is not None
     notification = Notification(
@@ -908,10 +910,12 @@ def _outbox_row(transition: Transition, now: datetime) -> tuple[dict[str, Any], 
         "attempts": 0,
         "next_attempt_at": now,
         "created_at": now,
-        "lease_owner": None,
-        "lease_expires_at": None,
-        "lease_token": 0,
+        "lease_owner": lease[0] if lease else None,
+        "lease_expires_at": lease[1] if lease else None,
+        "lease_token": 1 if lease else 0,
     }
+    if lease is None:
+        return values, None
     entry = OutboxEntry(
         id=notification.notification_id,
         job_id=job.id,
@@ -922,5 +926,6 @@ def _outbox_row(transition: Transition, now: datetime) -> tuple[dict[str, Any], 
         attempts=0,
         next_attempt_at=now,
         created_at=now,
+        lease_token=1,
     )
     return values, entry
