@@ -139,7 +139,7 @@ def _record_instructions(sqlite_url: str, store: Store) -> tuple[int, int]:
     try:
         with engine.connect() as conn:
             transaction = conn.begin()
-            claimed = store._claim_due_jobs(conn, "worker-1", NOW, 500, 30.0)
+            claimed = store._claim_due_jobs(conn, "worker-1", NOW, 500, 30.0, NOW)
             transitions = [
                 (job, apply_event(job, CheckResult(CheckOutcome.met()), NOW)) for job in claimed
             ]

@@ -50,6 +50,10 @@ _SHORT_TEXT_CHARS = (_MAX_STORED_RESULT_CHARS - 2) // 12
 _EXACT_INT = 10**15
 
 
+def _next_run_at(job: Job) -> datetime:
+    return job.next_run_at
+
+
 def _default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -123,6 +127,9 @@ class Engine:
             batch_size=tuning.batch_size,
             max_sleep_seconds=tuning.max_sleep_seconds,
             logger=logger,
+            due_at=_next_run_at,
+            lookahead_seconds=tuning.claim_ahead,
+            record_linger_seconds=tuning.record_linger_seconds,
         )
         self._deliveries = WorkPipeline[OutboxEntry, DeliveryUpdate](
             name="deliveries",
@@ -136,6 +143,7 @@ class Engine:
             batch_size=tuning.batch_size,
             max_sleep_seconds=tuning.max_sleep_seconds,
             logger=logger,
+            record_linger_seconds=tuning.record_linger_seconds,
         )
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -181,6 +189,7 @@ class Engine:
                 settings=self.settings,
                 clock=self.clock,
                 on_change=self._jobs.wake,
+                on_cancel=self._forget_cancelled,
             )
             if self._run_worker:
                 await self._start_plugins(stack)
@@ -318,11 +327,18 @@ class Engine:
 
     # -- checks --------------------------------------------------------------------------------
 
-    async def _claim_jobs(self, limit: int) -> list[Job]:
+    async def _claim_jobs(self, limit: int, ahead_seconds: float) -> list[Job]:
         tuning = self.settings.tuning
+        now = self.clock.now()
         return await self.store.claim_due_jobs(
-            self.worker_id, self.clock.now(), limit=limit, lease_seconds=tuning.lease_seconds
+            self.worker_id, now, limit=limit, lease_seconds=tuning.lease_seconds,
+            due_by=now + timedelta(seconds=ahead_seconds),
         )
+
+    def _forget_cancelled(self, cancelled: list[Job]) -> None:
+        """Drop cancelled jobs claimed ahead and waiting to fall due: their checks never run."""
+        ids = {job.id for job in cancelled}
+        self._jobs.discard_waiting(lambda job: job.id in ids)
 
     async def _check(self, job: Job) -> CheckOutcome:
         checker = self.plugins.checkers.get(job.job_type)
@@ -398,7 +414,7 @@ class Engine:
             return tuning.lease_seconds
         return max(tuning.lease_seconds, 2 * tuning.delivery_timeout_seconds)
 
-    async def _claim_deliveries(self, limit: int) -> list[OutboxEntry]:
+    async def _claim_deliveries(self, limit: int, ahead_seconds: float) -> list[OutboxEntry]:
         return await self.store.claim_deliveries(
             self.worker_id, self.clock.now(), limit=limit,
             lease_seconds=self._delivery_lease_seconds(),

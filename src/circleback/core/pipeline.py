@@ -11,10 +11,20 @@ waiting and every worker is stuck in an item that is waiting on something
 (the only place a worker yields). So a batch of checks that finish without
 waiting costs one task instead of one task each — starting a task costs
 more than a quick check — while slow items still each get a task of their own.
+
+Claims may reach ahead (``lookahead_seconds``): items due within that horizon
+are leased early, wait in memory, and the dispatcher hands each to a worker
+at the moment it falls due. One claim then serves every item falling due over
+the next stretch of time, instead of one claim per item, and an item starts
+on time rather than after a claim's round trip. Results are recorded in
+batches: the recorder lingers briefly (``record_linger_seconds``) after the
+first result for more to arrive, so a steady trickle of results costs a few
+transactions a second rather than one each.
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
 import math
 from collections import deque
@@ -45,7 +55,7 @@ class WorkPipeline(Generic[ItemT, ResultT]):
         self,
         *,
         name: str,
-        claim: Callable[[int], Awaitable[Sequence[ItemT]]],
+        claim: Callable[[int, float], Awaitable[Sequence[ItemT]]],
         work: Callable[[ItemT], Awaitable[ResultT]],
         record: Callable[[list[tuple[ItemT, ResultT]]], Awaitable[datetime | None]],
         release: Callable[[list[ItemT]], Awaitable[None]],
@@ -55,6 +65,9 @@ class WorkPipeline(Generic[ItemT, ResultT]):
         batch_size: int,
         max_sleep_seconds: float,
         logger: logging.Logger,
+        due_at: Callable[[ItemT], datetime] | None = None,
+        lookahead_seconds: float = 0.0,
+        record_linger_seconds: float = 0.0,
     ) -> None:
         self._name = name
         self._claim = claim
@@ -67,7 +80,14 @@ class WorkPipeline(Generic[ItemT, ResultT]):
         self._batch_size = batch_size
         self._max_sleep = max_sleep_seconds
         self._log = logger
+        self._due_at = due_at
+        self._lookahead = lookahead_seconds if due_at is not None else 0.0
+        self._linger = record_linger_seconds
         self._in_flight: dict[int, ItemT] = {}
+        #: Claimed items not due yet, by due time (serials break ties; items never compare).
+        self._waiting: list[tuple[datetime, int, ItemT]] = []
+        #: Set when a full batch of results waits for the recorder.
+        self._batch_full: anyio.Event | None = None
         #: Claimed items no worker has taken yet, and the tasks working through them.
         self._queue: deque[tuple[int, ItemT]] = deque()
         self._workers_starting = 0
@@ -115,13 +135,46 @@ class WorkPipeline(Generic[ItemT, ResultT]):
         return True
 
     def _enqueue(self, items: Sequence[ItemT]) -> None:
-        """Count items as in flight and queue them for the workers."""
+        """Count items as in flight; queue them for the workers, or to wait until due."""
+        due_at = self._due_at
+        now = self._clock.now() if due_at is not None else None
         for item in items:
             self._serial += 1
             self._in_flight[self._serial] = item
-            self._queue.append((self._serial, item))
+            if due_at is not None and now is not None and (due := due_at(item)) > now:
+                heapq.heappush(self._waiting, (due, self._serial, item))
+            else:
+                self._queue.append((self._serial, item))
         if items and self._queued is not None:
             self._queued.set()
+
+    def discard_waiting(self, drop: Callable[[ItemT], bool]) -> int:
+        """Forget claimed items not yet due for which ``drop`` is true; returns how many.
+
+        For items whose lease the store has already given up (a cancelled
+        job): they are neither worked on nor released.
+        """
+        kept = [entry for entry in self._waiting if not drop(entry[2])]
+        dropped = len(self._waiting) - len(kept)
+        if dropped:
+            for _, serial, item in self._waiting:
+                if drop(item):
+                    self._in_flight.pop(serial, None)
+            heapq.heapify(kept)
+            self._waiting = kept
+            if self._waiting_for_capacity:
+                self.wake()
+        return dropped
+
+    def _release_due(self) -> None:
+        """Move the waiting items that have fallen due to the workers' queue."""
+        waiting = self._waiting
+        if not waiting or self._stopping:
+            return
+        now = self._clock.now()
+        while waiting and waiting[0][0] <= now:
+            _, serial, item = heapq.heappop(waiting)
+            self._queue.append((serial, item))
 
     def wake(self) -> None:
         """Look for due items now instead of at the end of the current sleep."""
@@ -141,7 +194,7 @@ class WorkPipeline(Generic[ItemT, ResultT]):
         """
         done = 0
         while True:
-            items = await self._claim(min(self._batch_size, self._capacity))
+            items = await self._claim(min(self._batch_size, self._capacity), 0.0)
             if not items:
                 return done
             results: list[tuple[ItemT, ResultT]] = []
@@ -173,7 +226,8 @@ class WorkPipeline(Generic[ItemT, ResultT]):
                     task_status.started()
                     await self._claim_loop()
                     with anyio.move_on_after(grace_seconds, shield=True):
-                        while self._in_flight:
+                        # Items not due yet are not started now: they are released below.
+                        while len(self._in_flight) > len(self._waiting):
                             self._woken = False
                             self._wake_event = anyio.Event()
                             await self._wait_for_wake(self._max_sleep)
@@ -186,6 +240,7 @@ class WorkPipeline(Generic[ItemT, ResultT]):
             leftovers = list(self._in_flight.values())
             self._in_flight.clear()
             self._queue.clear()
+            self._waiting.clear()
             if leftovers:
                 with anyio.CancelScope(shield=True):
                     try:
@@ -204,7 +259,7 @@ class WorkPipeline(Generic[ItemT, ResultT]):
             if wanted > 0:
                 claimed_at = self._clock.now()
                 try:
-                    items = await self._claim(wanted)
+                    items = await self._claim(wanted, self._lookahead)
                 except Exception:
                     self._log.exception("%s: claiming failed; trying again shortly", self._name)
                     await self._wait_for_wake(_ERROR_PAUSE_SECONDS)
@@ -233,9 +288,11 @@ class WorkPipeline(Generic[ItemT, ResultT]):
         One worker at a time is started, and the next only once it has begun.
         """
         while True:
+            self._release_due()
             if not self._queue:
                 self._queued = anyio.Event()
-                await self._queued.wait()
+                next_due = self._waiting[0][0] if self._waiting and not self._stopping else None
+                await _wait(self._queued, self._clock, until=next_due)
                 continue
             if self._workers_starting == 0 and self._workers < self._capacity:
                 self._workers_starting += 1
@@ -254,6 +311,9 @@ class WorkPipeline(Generic[ItemT, ResultT]):
                     send.send_nowait((serial, item, result))
                 except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                     return  # the recorder is gone (stopping): the item stays in flight, released
+                full = self._batch_full
+                if full is not None and send.statistics().current_buffer_used >= self._batch_size:
+                    full.set()
         finally:
             self._workers -= 1
 
@@ -263,6 +323,13 @@ class WorkPipeline(Generic[ItemT, ResultT]):
         async with receive:
             async for first in receive:
                 batch = [first]
+                if self._linger > 0 and not self._stopping:
+                    # Wait a moment for more results: one transaction for many.
+                    self._batch_full = anyio.Event()
+                    if receive.statistics().current_buffer_used + 1 < self._batch_size:
+                        with anyio.move_on_after(self._linger):
+                            await self._batch_full.wait()
+                    self._batch_full = None
                 while len(batch) < self._batch_size:
                     try:
                         batch.append(receive.receive_nowait())
@@ -282,6 +349,8 @@ class WorkPipeline(Generic[ItemT, ResultT]):
                 # Wake the claim loop only when this changes what it waits for: capacity
                 # came free, or a recorded item falls due again before the loop would look.
                 # (Waking it after every batch cost a claim and a look at the store each.)
+                if due is not None:
+                    due -= timedelta(seconds=self._lookahead / 2)
                 if (
                     self._stopping
                     or self._waiting_for_capacity
@@ -292,18 +361,24 @@ class WorkPipeline(Generic[ItemT, ResultT]):
     async def _sleep_until_due(self, claimed_at: datetime) -> None:
         """Sleep until the next item falls due, a wake-up, or the longest sleep.
 
-        An item the store reports due at ``claimed_at`` or earlier was due when the
-        claim that just came back short ran: it is in flight here (recording it
-        wakes this loop when that matters) or leased by another worker. Looking
-        again at once would only find it again, so this waits instead.
+        An item the store reports due within the claim's reach (``claimed_at``
+        plus the lookahead) was in reach when the claim that just came back
+        short ran: it is in flight here (recording it wakes this loop when that
+        matters) or leased by another worker. Looking again at once would only
+        find it again, so this waits instead. With a lookahead, the next claim
+        comes when the next item is half the lookahead away: it then gathers
+        everything falling due over the following half.
         """
         try:
             due = await self._next_due()
         except Exception:
             self._log.exception("%s: reading the next due time failed", self._name)
             due = None
-        if due is not None and due <= claimed_at:
+        ahead = timedelta(seconds=self._lookahead)
+        if due is not None and due - ahead <= claimed_at:
             due = None
+        if due is not None:
+            due -= ahead / 2
         now = self._clock.now()
         deadline = now + timedelta(seconds=self._max_sleep)
         if due is not None and due < deadline:
@@ -323,25 +398,32 @@ class WorkPipeline(Generic[ItemT, ResultT]):
         event = self._wake_event
         if event is None:
             event = self._wake_event = anyio.Event()
-        if until is not None and isinstance(self._clock, SystemClock):
-            # Real time: one timeout does it, without two tasks racing each other.
-            seconds = min(seconds, max(0.0, (until - self._clock.now()).total_seconds()))
-            until = None
-        with anyio.move_on_after(seconds):
-            if until is None:
+        await _wait(event, self._clock, until=until, seconds=seconds)
+
+
+async def _wait(
+    event: anyio.Event, clock: Clock, *, until: datetime | None, seconds: float = math.inf
+) -> None:
+    """Wait for ``event``, at most ``seconds`` of real time and until ``until`` on ``clock``."""
+    if until is not None and isinstance(clock, SystemClock):
+        # Real time: one timeout does it, without two tasks racing each other.
+        seconds = min(seconds, max(0.0, (until - clock.now()).total_seconds()))
+        until = None
+    with anyio.move_on_after(seconds):
+        if until is None:
+            await event.wait()
+            return
+        async with anyio.create_task_group() as group:
+
+            async def on_wake() -> None:
                 await event.wait()
-                return
-            async with anyio.create_task_group() as group:
+                group.cancel_scope.cancel()
 
-                async def on_wake() -> None:
-                    await event.wait()
-                    group.cancel_scope.cancel()
+            async def on_time(deadline: datetime) -> None:
+                await clock.sleep_until(deadline)
+                group.cancel_scope.cancel()
 
-                async def on_time(deadline: datetime) -> None:
-                    await self._clock.sleep_until(deadline)
-                    group.cancel_scope.cancel()
-
-                group.start_soon(on_wake)
-                group.start_soon(on_time, until)
+            group.start_soon(on_wake)
+            group.start_soon(on_time, until)
 
 

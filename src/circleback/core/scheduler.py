@@ -33,12 +33,14 @@ class Scheduler:
         settings: Settings,
         clock: Clock,
         on_change: Callable[[], None] = lambda: None,
+        on_cancel: Callable[[list[Job]], None] = lambda jobs: None,
     ) -> None:
         self._store = store
         self._plugins = plugins
         self._settings = settings
         self._clock = clock
         self._on_change = on_change
+        self._on_cancel = on_cancel
 
     def validate(self, spec: JobSpec | Mapping[str, Any]) -> JobSpec:
         """Check a job request without storing it; raises :class:`~circleback.ValidationError`."""
@@ -154,6 +156,7 @@ class Scheduler:
             caller.user_id, self._clock.now(), job_id=parsed
         )
         if cancelled:
+            self._on_cancel(cancelled)
             self._on_change()
             return cancelled[0]
         if untouched:
@@ -171,6 +174,7 @@ class Scheduler:
             caller.user_id, self._clock.now(), workflow_id=parsed
         )
         if cancelled:
+            self._on_cancel(cancelled)
             self._on_change()
         elif not untouched:
             raise WorkflowNotFound(parsed)

@@ -24,6 +24,11 @@ def _positive(instance: object, attribute: attrs.Attribute[Any], value: float) -
         raise ConfigurationError(f"{attribute.name} must be positive, not {value!r}")
 
 
+def _not_negative(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not value >= 0:
+        raise ConfigurationError(f"{attribute.name} must not be negative, not {value!r}")
+
+
 @attrs.frozen(kw_only=True)
 class Limits:
     """Bounds on what a caller may ask for, so one caller cannot flood the engine."""
@@ -57,6 +62,14 @@ class EngineTuning:
     heartbeat_seconds: float | None = None
     #: Longest sleep between looks at the store, for jobs added by other processes.
     max_sleep_seconds: float = attrs.field(default=1.0, validator=_positive)
+    #: How far ahead a claim reaches: jobs falling due within this many seconds are
+    #: leased early and started in memory the moment they fall due. One claim then
+    #: serves many jobs and checks start on time; 0 claims only what is due. At most
+    #: half of what ``lease_seconds`` leaves beyond ``check_timeout_seconds`` is used.
+    claim_ahead_seconds: float = attrs.field(default=1.0, validator=_not_negative)
+    #: How long the recorder waits after a result for more, to write them in one
+    #: transaction; 0 writes whatever has arrived at once.
+    record_linger_seconds: float = attrs.field(default=0.05, validator=_not_negative)
     #: Most messages handed to completion modes at once.
     max_concurrent_deliveries: int = attrs.field(default=200, validator=_positive)
     #: A delivery taking longer is cut off and retried.
@@ -87,6 +100,15 @@ class EngineTuning:
                 "lease_seconds must be longer than check_timeout_seconds, or a slow check "
                 "would lose its lease while it runs"
             )
+
+    @property
+    def claim_ahead(self) -> float:
+        """Seconds a claim reaches ahead: ``claim_ahead_seconds``, within what the lease allows.
+
+        A job claimed ahead waits, then is checked, on one lease: at most half
+        of what the lease leaves beyond the check timeout goes to waiting.
+        """
+        return min(self.claim_ahead_seconds, (self.lease_seconds - self.check_timeout_seconds) / 2)
 
 
 @attrs.frozen(kw_only=True)

@@ -299,26 +299,41 @@ class Store:
     # -- jobs: the engine's verbs ---------------------------------------------------------
 
     async def claim_due_jobs(
-        self, worker_id: str, now: datetime, *, limit: int, lease_seconds: float
+        self,
+        worker_id: str,
+        now: datetime,
+        *,
+        limit: int,
+        lease_seconds: float,
+        due_by: datetime | None = None,
     ) -> list[Job]:
         """Lease up to ``limit`` due jobs to ``worker_id``; returns them with their new token.
 
-        Due means active, ``next_run_at <= now`` and no live lease. One
-        statement: ``FOR UPDATE SKIP LOCKED`` on PostgreSQL; on SQLite a
-        compare-and-set update under the database's write lock.
+        Due means active, ``next_run_at <= due_by`` (``now`` unless given: a
+        worker may claim what falls due shortly, to start it on time) and no
+        live lease. The earliest due come first. One statement: ``FOR UPDATE
+        SKIP LOCKED`` on PostgreSQL; on SQLite a compare-and-set update under
+        the database's write lock.
         """
         if limit <= 0:
             return []
-        return await self._runner.run(self._claim_due_jobs, worker_id, now, limit, lease_seconds)
+        return await self._runner.run(
+            self._claim_due_jobs, worker_id, now, limit, lease_seconds, due_by or now
+        )
 
     def claim_statement(
-        self, worker_id: str, now: datetime, limit: int, lease_seconds: float
+        self,
+        worker_id: str,
+        now: datetime,
+        limit: int,
+        lease_seconds: float,
+        due_by: datetime | None = None,
     ) -> sa.Update:
         """The claim as a SQL statement (exposed so tests can read its query plan)."""
         free = sa.or_(jobs.c.lease_expires_at.is_(None), jobs.c.lease_expires_at <= now)
         due = (
             sa.select(jobs.c.id)
-            .where(jobs.c.status == _ACTIVE, jobs.c.next_run_at <= now, free)
+            .where(jobs.c.status == _ACTIVE, jobs.c.next_run_at <= (due_by or now), free)
             .order_by(jobs.c.next_run_at)
             .limit(limit)
         )
@@ -351,10 +366,16 @@ class Store:
         return table.c.id.in_(due.scalar_subquery())
 
     def _claim_due_jobs(
-        self, conn: Connection, worker_id: str, now: datetime, limit: int, lease_seconds: float
+        self,
+        conn: Connection,
+        worker_id: str,
+        now: datetime,
+        limit: int,
+        lease_seconds: float,
+        due_by: datetime,
     ) -> list[Job]:
         expired = _expired_leases(conn, jobs, now)
-        rows = conn.execute(self.claim_statement(worker_id, now, limit, lease_seconds))
+        rows = conn.execute(self.claim_statement(worker_id, now, limit, lease_seconds, due_by))
         claimed = _jobs_from_rows(rows)
         claimed.sort(key=lambda job: job.next_run_at)
         if expired:
