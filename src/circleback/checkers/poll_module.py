@@ -21,6 +21,9 @@ the scheduler), and reads ``{"ok": true, "result": ...}`` or ``{"ok": false,
 An unconfigured module, an unreachable one, a tool error or a missing field is
 "not yet" with a clear last error; a module name that is not configured at all
 is refused when the job is added. The tool's result is handed to ``{result}``.
+
+httpx and the HTTP client module are imported at the first call of a module's
+tool, so an engine whose jobs never poll a module does not load them.
 """
 
 from __future__ import annotations
@@ -28,9 +31,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
-
-import httpx
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..core.abc import (
     Checker,
@@ -49,10 +50,12 @@ from ..core.dotted import (
 )
 from ..core.errors import ConfigurationError, PluginError, ValidationError
 from ..core.hookspecs import hookimpl
-from ..core.httpclient import make_http_client, read_capped
 from ..core.models import Caller, CheckOutcome, Job
 from ..core.settings import Settings
 from ..core.validation import CALLER_FIELDS, require_string
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["HttpModuleCaller", "PollModuleChecker"]
 
@@ -87,7 +90,10 @@ class HttpModuleCaller(ModuleCaller):
                 )
 
     def _http(self) -> httpx.AsyncClient:
+        """The client, made on first use (nothing awaits between the test and the assignment)."""
         if self._client is None:
+            from ..core.httpclient import make_http_client
+
             self._client = make_http_client(self._settings.http)
         return self._client
 
@@ -109,6 +115,10 @@ class HttpModuleCaller(ModuleCaller):
                 "permission": self.permission,
             },
         }
+        import httpx
+
+        from ..core.httpclient import read_capped
+
         limit = self._settings.http.max_response_bytes
         url = base.rstrip("/") + "/execute"
         try:

@@ -28,6 +28,10 @@ refused address fails the job at its check.
 The check's result, handed to ``{result}``: ``{"url", "status", "elapsed_ms",
 "body"}`` — the JSON body, or a text excerpt — plus ``"truncated": true`` when
 the body was cut and ``"redirects"`` when some were followed.
+
+httpx and the HTTP client module are imported when a URL is first validated or
+checked, and the client is made at the first check: an engine whose jobs never
+poll a URL does not load them.
 """
 
 from __future__ import annotations
@@ -35,11 +39,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 import attrs
-import httpx
 
 from ..core.abc import Checker, Runtime, ValidationContext
 from ..core.dotted import (
@@ -52,10 +55,14 @@ from ..core.dotted import (
 )
 from ..core.errors import ValidationError
 from ..core.hookspecs import hookimpl
-from ..core.httpclient import make_http_client, read_capped
 from ..core.models import CheckOutcome, Job
 from ..core.netguard import AddressRefused, NetworkPolicy, parse_http_url
 from ..core.validation import require_number, require_string
+
+if TYPE_CHECKING:
+    import httpx
+
+    from ..core.settings import HttpTuning
 
 __all__ = ["MAX_REDIRECTS", "METHODS", "PollUrlChecker"]
 
@@ -139,6 +146,7 @@ class PollUrlChecker(Checker):
     def __init__(self) -> None:
         self._client: httpx.AsyncClient | None = None
         self._policy: NetworkPolicy | None = None
+        self._tuning: HttpTuning | None = None
 
     # -- validation --------------------------------------------------------------------------
 
@@ -253,18 +261,42 @@ class PollUrlChecker(Checker):
     # -- running -----------------------------------------------------------------------------
 
     async def start(self, runtime: Runtime) -> None:
+        """Take the policy and tuning; the HTTP client is made at the first check.
+
+        With a CA file configured the client is made at once, so a file that
+        cannot be used stops the engine at its start rather than failing checks.
+        """
         self._policy = NetworkPolicy.from_allow_list(runtime.settings.allow_networks)
-        self._client = make_http_client(runtime.settings.http, policy=self._policy)
+        self._tuning = runtime.settings.http
+        if self._tuning.ca_file:
+            self._http(self._policy, self._tuning)
 
     async def stop(self) -> None:
         client, self._client = self._client, None
+        self._policy = self._tuning = None
         if client is not None:
             await client.aclose()
 
+    def _http(self, policy: NetworkPolicy, tuning: HttpTuning) -> httpx.AsyncClient:
+        """The engine's one client, made on first use.
+
+        Nothing awaits between the test and the assignment, so checks that start
+        together share one client.
+        """
+        client = self._client
+        if client is None:
+            from ..core.httpclient import make_http_client
+
+            client = self._client = make_http_client(tuning, policy=policy)
+        return client
+
     async def check(self, job: Job, runtime: Runtime) -> CheckOutcome:
-        client, policy = self._client, self._policy
-        if client is None or policy is None:
+        policy, client_tuning = self._policy, self._tuning
+        if policy is None or client_tuning is None:
             return CheckOutcome.not_yet("poll_url is not running (its engine did not start it)")
+        import httpx
+
+        client = self._http(policy, client_tuning)
         config = job.check_config
         tuning = runtime.settings.http
         started = anyio.current_time()
@@ -295,6 +327,8 @@ class PollUrlChecker(Checker):
         config: Mapping[str, Any],
         limit: int,
     ) -> _Answer:
+        from ..core.httpclient import read_capped
+
         headers = dict(config.get("headers") or {})
         content: bytes | None = None
         if "json" in config:
@@ -379,6 +413,8 @@ def _result_body(answer: _Answer) -> Any:
 
 
 def _timeout_kind(exc: httpx.TimeoutException) -> str:
+    import httpx
+
     if isinstance(exc, httpx.ConnectTimeout):
         return "timed out connecting"
     if isinstance(exc, httpx.PoolTimeout):

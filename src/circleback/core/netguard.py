@@ -18,6 +18,9 @@ decides, address by address:
 - the operator may allow named hosts (``status.internal``, ``*.corp.example``)
   or address ranges (``10.1.0.0/16``, ``127.0.0.1``) explicitly; that is how a
   deployment reaches its own services, and how the tests reach their local servers.
+
+httpx is imported only where a URL is parsed, so an engine whose jobs never
+name a URL does not load it.
 """
 
 from __future__ import annotations
@@ -28,12 +31,14 @@ import re
 import socket
 import urllib.parse
 from collections.abc import Iterable
-from typing import Final, TypeAlias
+from typing import TYPE_CHECKING, Final, TypeAlias
 
 import anyio
-import httpx
 
 from .errors import ConfigurationError
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = [
     "ALLOWED_SCHEMES",
@@ -204,6 +209,8 @@ def parse_http_url(raw: str) -> httpx.URL:
     Raises :class:`AddressRefused` with a reason for anything else. Only the
     form of the URL is checked here; :meth:`NetworkPolicy.check_url` judges its host.
     """
+    import httpx
+
     if len(raw) > _MAX_URL_CHARS:
         raise AddressRefused(f"is longer than {_MAX_URL_CHARS} characters")
     if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in raw):
@@ -230,6 +237,8 @@ def parse_http_url(raw: str) -> httpx.URL:
 
 
 def _rewrite_numeric_host(raw: str, error: Exception) -> httpx.URL:
+    import httpx
+
     invalid = AddressRefused(f"is not a valid URL: {error}")
     try:
         parts = urllib.parse.urlsplit(raw)

@@ -15,7 +15,8 @@ the second.
 
 Under asyncio the client is ``redis.asyncio``; under trio, which redis-py does
 not support, the synchronous client runs in worker threads. Which one is
-decided once, in :meth:`NotifyNotifier.start`.
+decided once, in :meth:`NotifyNotifier.start`. redis-py is imported only when
+a Redis client is opened, so the standard output form does not load it.
 
 Embedded form: with no Redis configured, each notification is written to
 standard output as one JSON line, so a newcomer sees jobs fire without any
@@ -33,12 +34,7 @@ from typing import Protocol, TextIO
 
 import anyio
 import anyio.to_thread
-import redis
-import redis.asyncio
-import redis.asyncio.retry
-import redis.retry
 import sniffio
-from redis.backoff import NoBackoff
 
 from ..core.abc import DeliveryContext, DeliveryFailed, DeliveryReceipt, Notifier, Runtime
 from ..core.hookspecs import hookimpl
@@ -87,6 +83,10 @@ class _AsyncioPublisher:
     """``redis.asyncio`` on the event loop (asyncio only)."""
 
     def __init__(self, url: str, timeout: float) -> None:
+        import redis.asyncio
+        import redis.asyncio.retry
+        from redis.backoff import NoBackoff
+
         # One quick retry only: it renews a pooled connection that Redis closed meanwhile.
         # Longer waits belong to the outbox, which retries with backoff.
         self._client = redis.asyncio.Redis.from_url(
@@ -107,6 +107,10 @@ class _ThreadPublisher:
     """The synchronous client in worker threads (trio, or any loop redis.asyncio lacks)."""
 
     def __init__(self, url: str, timeout: float) -> None:
+        import redis
+        import redis.retry
+        from redis.backoff import NoBackoff
+
         self._client = redis.Redis.from_url(
             url,
             socket_timeout=timeout,
@@ -179,11 +183,13 @@ class NotifyNotifier(Notifier):
             stream.write(text + "\n")
             stream.flush()
             return DeliveryReceipt(via=self.name, note="stdout")
+        from redis import RedisError
+
         channel = channel_for(notification.platform)
         try:
             async with self._slots, self._publisher_for(settings) as publisher:
                 receivers = await publisher.publish(channel, text)
-        except (redis.RedisError, OSError) as exc:
+        except (RedisError, OSError) as exc:
             raise DeliveryFailed(
                 f"Redis did not take the message for {channel}: {type(exc).__name__}: {exc}"
             ) from exc

@@ -17,21 +17,27 @@ and, when ``CIRCLEBACK_CORE_TOKEN`` is set, ``Authorization: Bearer <token>``.
 If the fallback fails too, the delivery fails and the outbox retries it later
 (starting again with ``/continue``). Consumers deduplicate on the id: the core
 on ``Idempotency-Key``, the bot on ``notification_id``.
+
+httpx is imported, and the engine's client made, at the first delivery that
+tries ``/continue``: an engine that never resumes a conversation does not load it.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import anyio
-import httpx
 
 from ..core.abc import DeliveryContext, DeliveryFailed, DeliveryReceipt, Notifier, Runtime
 from ..core.hookspecs import hookimpl
 from ..core.models import Notification
 from ..core.settings import Settings
 from .notify import encode_notification
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["ResumeConversationNotifier", "continue_url"]
 
@@ -65,17 +71,29 @@ class ResumeConversationNotifier(Notifier):
 
     def __init__(self) -> None:
         self._client: httpx.AsyncClient | None = None
+        self._started = False
 
     async def start(self, runtime: Runtime) -> None:
-        """Open the HTTP client (one connection pool per engine)."""
-        if self._client is None:
-            self._client = httpx.AsyncClient(follow_redirects=False, trust_env=False)
+        """Mark the notifier started; its HTTP client (one pool per engine) comes at first use."""
+        self._started = True
 
     async def stop(self) -> None:
-        """Close the HTTP client."""
+        """Close the HTTP client, if one was made."""
+        self._started = False
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
+
+    def _http(self) -> httpx.AsyncClient:
+        """The engine's one client, made on first use.
+
+        Nothing awaits between the test and the assignment, so deliveries that
+        start together share one client.
+        """
+        client = self._client
+        if client is None:
+            client = self._client = _new_client()
+        return client
 
     async def deliver(
         self, notification: Notification, context: DeliveryContext
@@ -84,11 +102,11 @@ class ResumeConversationNotifier(Notifier):
         settings = context.runtime.settings
         if not settings.core_url:
             return await self._fall_back(notification, context, "no core URL is configured")
-        if self._client is None:
-            async with httpx.AsyncClient(follow_redirects=False, trust_env=False) as client:
-                failure = await self._resume(client, notification, context)
+        if self._started:
+            failure = await self._resume(self._http(), notification, context)
         else:
-            failure = await self._resume(self._client, notification, context)
+            async with _new_client() as client:
+                failure = await self._resume(client, notification, context)
         if failure is None:
             return DeliveryReceipt(via=self.name)
         return await self._fall_back(notification, context, failure)
@@ -145,6 +163,8 @@ class ResumeConversationNotifier(Notifier):
         The answer's body is never read: only the status counts, and a hostile or
         broken core cannot make circleback download anything.
         """
+        import httpx
+
         try:
             with anyio.fail_after(seconds):
                 async with client.stream(
@@ -179,6 +199,13 @@ class ResumeConversationNotifier(Notifier):
         if receipt.note:
             note += f"; notify: {receipt.note}"
         return DeliveryReceipt(via=receipt.via, note=note)
+
+
+def _new_client() -> httpx.AsyncClient:
+    """A client for ``/continue``: no redirects followed, no proxies from the environment."""
+    import httpx
+
+    return httpx.AsyncClient(follow_redirects=False, trust_env=False)
 
 
 def _backoff(settings: Settings, attempt: int) -> float:
