@@ -92,6 +92,8 @@ class WorkPipeline(Generic[ItemT, ResultT]):
         self._queue: deque[tuple[int, ItemT]] = deque()
         self._workers_starting = 0
         self._workers = 0
+        #: Set by the dispatcher to hand queued items to the worker waiting idle, if any.
+        self._idle_worker: anyio.Event | None = None
         self._queued: anyio.Event | None = None
         self._wake_event: anyio.Event | None = None
         self._woken = False
@@ -217,6 +219,7 @@ class WorkPipeline(Generic[ItemT, ResultT]):
         """
         send, receive = anyio.create_memory_object_stream[tuple[int, ItemT, ResultT]](math.inf)
         self._workers_starting = self._workers = 0
+        self._idle_worker = None
         self._running = True
         try:
             async with anyio.create_task_group() as group:
@@ -294,28 +297,52 @@ class WorkPipeline(Generic[ItemT, ResultT]):
                 next_due = self._waiting[0][0] if self._waiting and not self._stopping else None
                 await _wait(self._queued, self._clock, until=next_due)
                 continue
-            if self._workers_starting == 0 and self._workers < self._capacity:
-                self._workers_starting += 1
-                workers.start_soon(self._worker, send)
+            if self._workers_starting == 0:
+                idle, self._idle_worker = self._idle_worker, None
+                if idle is not None:
+                    self._workers_starting += 1
+                    idle.set()
+                elif self._workers < self._capacity:
+                    self._workers_starting += 1
+                    workers.start_soon(self._worker, send)
             await anyio.lowlevel.checkpoint()
 
     async def _worker(self, send: MemoryObjectSendStream[tuple[int, ItemT, ResultT]]) -> None:
-        """Work through queued items one by one; end when none is left."""
+        """Work through queued items one by one; when none is left, end or wait for more.
+
+        One worker stays, idle, for the next items the dispatcher queues: items
+        falling due one after another then cost a wake-up each, not a new task.
+        """
         self._workers_starting -= 1
         self._workers += 1
         try:
-            while self._queue:
-                serial, item = self._queue.popleft()
-                result = await self._work(item)
+            while True:
+                await self._work_through_queue(send)
+                if self._idle_worker is not None or self._stopping:
+                    return
+                idle = self._idle_worker = anyio.Event()
                 try:
-                    send.send_nowait((serial, item, result))
-                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                    return  # the recorder is gone (stopping): the item stays in flight, released
-                full = self._batch_full
-                if full is not None and send.statistics().current_buffer_used >= self._batch_size:
-                    full.set()
+                    await idle.wait()
+                finally:
+                    if self._idle_worker is idle:
+                        self._idle_worker = None
+                self._workers_starting -= 1  # the dispatcher counted this wake-up as a start
         finally:
             self._workers -= 1
+
+    async def _work_through_queue(
+        self, send: MemoryObjectSendStream[tuple[int, ItemT, ResultT]]
+    ) -> None:
+        while self._queue:
+            serial, item = self._queue.popleft()
+            result = await self._work(item)
+            try:
+                send.send_nowait((serial, item, result))
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                return  # the recorder is gone (stopping): the item stays in flight, released
+            full = self._batch_full
+            if full is not None and send.statistics().current_buffer_used >= self._batch_size:
+                full.set()
 
     async def _record_loop(
         self, receive: MemoryObjectReceiveStream[tuple[int, ItemT, ResultT]]
