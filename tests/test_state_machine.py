@@ -12,6 +12,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import attrs
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -25,7 +26,13 @@ from circleback import (
     NotificationType,
     apply_event,
 )
-from circleback.core.state import DEFAULT_INTERVAL_CAP, JITTER_FRACTION, Event, next_interval
+from circleback.core.state import (
+    DEFAULT_INTERVAL_CAP,
+    JITTER_FRACTION,
+    Event,
+    next_interval,
+    replaced,
+)
 
 START = datetime(2030, 1, 1, tzinfo=UTC)
 
@@ -287,3 +294,31 @@ def _plain_job() -> Job:
         status=JobStatus.ACTIVE, attempts=0, next_run_at=START, created_at=START,
         updated_at=START,
     )
+
+
+def test_job_has_no_validators_or_converters_that_replaced_would_skip() -> None:
+    """``replaced`` copies a job's slots instead of running ``__init__``; that is only
+    the same as ``attrs.evolve`` while ``Job`` checks and converts nothing."""
+    for field in attrs.fields(Job):
+        assert field.validator is None, field.name
+        assert field.converter is None, field.name
+    assert not hasattr(Job, "__attrs_post_init__")
+
+
+@given(jobs(), st.integers(min_value=0, max_value=50), st.none() | st.text(max_size=10), results)
+def test_replaced_is_attrs_evolve(
+    job: Job, attempts: int, error: str | None, result: object
+) -> None:
+    changes = {"attempts": attempts, "last_error": error, "last_result": result,
+               "lease_owner": None, "updated_at": job.created_at + timedelta(seconds=1)}
+    new = replaced(job, **changes)
+    assert new == attrs.evolve(job, **changes)
+    assert type(new) is Job and new is not job
+    for name, value in changes.items():
+        assert getattr(new, name) is value
+
+
+@given(jobs())
+def test_replaced_refuses_a_field_that_does_not_exist(job: Job) -> None:
+    with pytest.raises(TypeError, match="no_such_field"):
+        replaced(job, no_such_field=1)
