@@ -12,7 +12,7 @@ import json
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -460,7 +460,13 @@ class Store:
                 leased.append(entry)
             messages.append(values)
         if messages:
-            conn.execute(sa.insert(outbox), messages)
+            names = tuple(messages[0])
+            _executemany(
+                conn,
+                ("insert", outbox.name),
+                lambda: sa.insert(outbox).values({name: sa.bindparam(name) for name in names}),
+                messages,
+            )
         return {claimed.id for claimed, _ in applied}, leased
 
     async def release_jobs(self, worker_id: str, claimed: Iterable[Job]) -> int:
@@ -804,7 +810,12 @@ def _update_grouped(
     """
     groups: dict[tuple[Any, ...], tuple[dict[str, Any], list[uuid.UUID]]] = {}
     for row_id, values in rows:
-        key = tuple((name, _hashable(value)) for name, value in values.items())
+        key = tuple(
+            (name, type(value), value)
+            if not isinstance(value, _CONTAINERS)
+            else (name, _hashable(value))
+            for name, value in values.items()
+        )
         group = groups.get(key)
         if group is None:
             groups[key] = (values, [row_id])
@@ -823,12 +834,84 @@ def _update_grouped(
                 .values(values | constant)
             )
     for names, many in singles.items():
-        conn.execute(
-            sa.update(table)
-            .where(table.c.id == sa.bindparam("b_id"))
-            .values({name: sa.bindparam(f"b_{name}") for name in names} | constant),
+        _executemany(
+            conn,
+            ("update", table.name, names, tuple(constant.items())),
+            lambda names=names: (  # type: ignore[misc]
+                sa.update(table)
+                .where(table.c.id == sa.bindparam("b_id"))
+                .values({name: sa.bindparam(f"b_{name}") for name in names} | constant)
+            ),
             many,
         )
+
+
+@attrs.frozen
+class _ManyPlan:
+    """A statement's SQL for the driver, and how each row's values become its parameters."""
+
+    sql: str
+    positional: bool
+    #: Per parameter: its name, the row key it comes from (None: a constant), the type's
+    #: processor, and the constant's value as the driver takes it.
+    params: tuple[tuple[str, str | None, Any, Any], ...]
+
+
+_MANY_PLANS: dict[tuple[Any, ...], _ManyPlan] = {}
+
+
+def _executemany(
+    conn: Connection,
+    key: tuple[Any, ...],
+    build: Callable[[], sa.Insert | sa.Update],
+    rows: list[dict[str, Any]],
+) -> None:
+    """``conn.execute(build(), rows)``, with the SQL and the parameter handling worked out once.
+
+    SQLAlchemy sets up every execution anew: it builds each row's parameter
+    dictionary and runs each value through its type's processor by name, which
+    for a batch of outbox rows costs more than SQLite's work on them. Here the
+    statement is compiled once per dialect and ``key``, the same processors are
+    applied in one pass, and the rows go to the driver's ``executemany``.
+    """
+    dialect = conn.dialect
+    plan_key = (dialect.name, dialect.driver, dialect.paramstyle, key, tuple(rows[0]))
+    plan = _MANY_PLANS.get(plan_key)
+    if plan is None:
+        compiled = build().compile(dialect=dialect)
+        processors: dict[str, Any] = dict(compiled._bind_processors)
+        names = compiled.positiontup if compiled.positional else list(compiled.binds)
+        params = []
+        for name in names or ():
+            bind = compiled.binds[name]
+            source = bind.key if bind.key in rows[0] else None
+            processor = processors.get(name)
+            constant = None
+            if source is None:
+                constant = processor(bind.value) if processor else bind.value
+            params.append((name, source, processor, constant))
+        plan = _MANY_PLANS[plan_key] = _ManyPlan(
+            sql=str(compiled), positional=bool(compiled.positional), params=tuple(params)
+        )
+    spec = plan.params
+    if plan.positional:
+        data: list[Any] = [
+            tuple(
+                constant if source is None else processor(row[source]) if processor else row[source]
+                for _, source, processor, constant in spec
+            )
+            for row in rows
+        ]
+    else:
+        data = [
+            {
+                name: constant if source is None
+                else processor(row[source]) if processor else row[source]
+                for name, source, processor, constant in spec
+            }
+            for row in rows
+        ]
+    conn.exec_driver_sql(plan.sql, data)
 
 
 def _changes(before: object, after: object, fields: Sequence[str]) -> dict[str, Any]:
@@ -842,9 +925,10 @@ def _changes(before: object, after: object, fields: Sequence[str]) -> dict[str, 
         old, new = getattr(before, name), getattr(after, name)
         if old is new:
             continue
-        if type(old) is type(new) and not isinstance(old, _CONTAINERS) and old == new:
-            continue
-        if _hashable(old) != _hashable(new):
+        if type(old) is type(new) and not isinstance(old, _CONTAINERS):
+            if old != new:
+                changed[name] = new
+        elif _hashable(old) != _hashable(new):
             changed[name] = new
     return changed
 
