@@ -10,8 +10,8 @@ then PostgreSQL), real engine loops.
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -42,41 +42,46 @@ async def _until(condition: Callable[[], Awaitable[bool]], what: str) -> None:
     assert await condition(), what
 
 
-async def _checked_once_and_recorded(
-    engine: circleback.Engine, plugin: TestingPlugin, caller: Caller
-) -> circleback.Job:
-    """A poll checked at once when added, recorded, due again in 5 s."""
-    job = await engine.scheduler.add_job(caller, POLL)
+@contextlib.asynccontextmanager
+async def _a_job_claimed_ahead(
+    settings: Settings, caller: Caller
+) -> AsyncIterator[tuple[circleback.Engine, TestingPlugin, ManualClock, circleback.Job]]:
+    """A running engine holding a poll it checked once and then claimed ahead.
 
-    async def recorded() -> bool:
-        return (await engine.scheduler.get_job(caller, job.id)).attempts == 1
+    The poll is checked at once when added and due again in 5 s; the clock is
+    then set half a second before that, and the job is leased before it is due.
+    """
+    plugin = TestingPlugin()
+    clock = ManualClock()
+    async with circleback.Engine(
+        settings, plugins=[plugin], load_entry_points=False, clock=clock
+    ) as engine:
+        added = await engine.scheduler.add_job(caller, POLL)
 
-    await _until(recorded, "the first check was recorded")
-    return await engine.scheduler.get_job(caller, job.id)
+        async def recorded() -> bool:
+            return (await engine.scheduler.get_job(caller, added.id)).attempts == 1
 
+        await _until(recorded, "the first check was recorded")
+        job = await engine.scheduler.get_job(caller, added.id)
+        clock.set(job.next_run_at - timedelta(seconds=0.5))
 
-async def _claimed_ahead(engine: circleback.Engine, caller: Caller, job_id: uuid.UUID) -> None:
-    async def leased() -> bool:
-        return (await engine.scheduler.get_job(caller, job_id)).lease_owner == engine.worker_id
+        async def leased() -> bool:
+            stored = await engine.scheduler.get_job(caller, job.id)
+            return stored.lease_owner == engine.worker_id
 
-    await _until(leased, "the job was leased before it fell due")
+        await _until(leased, "the job was leased before it fell due")
+        yield engine, plugin, clock, job
 
 
 async def test_a_job_falling_due_soon_is_claimed_ahead_and_checked_only_when_due(
     make_settings: Callable[..., Settings], caller: Caller
 ) -> None:
-    plugin = TestingPlugin()
-    clock = ManualClock()
-    async with circleback.Engine(
-        make_settings(tuning=_tuning()), plugins=[plugin], load_entry_points=False, clock=clock
-    ) as engine:
-        job = await _checked_once_and_recorded(engine, plugin, caller)
-        due = job.next_run_at
-        clock.set(due - timedelta(seconds=0.5))
-        await _claimed_ahead(engine, caller, job.id)
+    async with _a_job_claimed_ahead(make_settings(tuning=_tuning()), caller) as (
+        engine, plugin, clock, job
+    ):
         await anyio.sleep(0.3)
         assert plugin.checker.checks == [job.id], "checked before it was due"
-        clock.set(due)
+        clock.set(job.next_run_at)
 
         async def checked_again() -> bool:
             return (await engine.scheduler.get_job(caller, job.id)).attempts == 2
@@ -85,21 +90,16 @@ async def test_a_job_falling_due_soon_is_claimed_ahead_and_checked_only_when_due
         stored = await engine.scheduler.get_job(caller, job.id)
     assert plugin.checker.checks == [job.id, job.id]
     assert stored.status is JobStatus.ACTIVE
-    assert stored.next_run_at == due + timedelta(seconds=5)
+    assert stored.next_run_at == job.next_run_at + timedelta(seconds=5)
     assert stored.lease_owner is None
 
 
 async def test_a_job_cancelled_while_claimed_ahead_is_never_checked(
     make_settings: Callable[..., Settings], caller: Caller
 ) -> None:
-    plugin = TestingPlugin()
-    clock = ManualClock()
-    async with circleback.Engine(
-        make_settings(tuning=_tuning()), plugins=[plugin], load_entry_points=False, clock=clock
-    ) as engine:
-        job = await _checked_once_and_recorded(engine, plugin, caller)
-        clock.set(job.next_run_at - timedelta(seconds=0.5))
-        await _claimed_ahead(engine, caller, job.id)
+    async with _a_job_claimed_ahead(make_settings(tuning=_tuning()), caller) as (
+        engine, plugin, clock, job
+    ):
         cancelled = await engine.scheduler.cancel_job(caller, job.id)
         assert cancelled.status is JobStatus.CANCELLED
         clock.set(job.next_run_at + timedelta(seconds=1))
@@ -111,19 +111,13 @@ async def test_a_job_cancelled_while_claimed_ahead_is_never_checked(
 
 
 async def test_a_stopping_worker_gives_back_jobs_claimed_ahead_without_waiting_for_them(
-    make_settings: Callable[..., Settings], store_url: str, caller: Caller
+    make_settings: Callable[..., Settings], caller: Caller
 ) -> None:
     """The grace period is for checks in flight; a job not due yet is released at once."""
-    plugin = TestingPlugin()
-    clock = ManualClock()
     settings = make_settings(tuning=_tuning(shutdown_grace_seconds=60.0, lease_seconds=90.0))
     with anyio.fail_after(20):
-        async with circleback.Engine(
-            settings, plugins=[plugin], load_entry_points=False, clock=clock
-        ) as engine:
-            job = await _checked_once_and_recorded(engine, plugin, caller)
-            clock.set(job.next_run_at - timedelta(seconds=0.5))
-            await _claimed_ahead(engine, caller, job.id)
+        async with _a_job_claimed_ahead(settings, caller) as (_, plugin, clock, job):
+            pass
     async with circleback.Engine(
         settings, plugins=[plugin], load_entry_points=False, worker=False, clock=clock
     ) as facade:
