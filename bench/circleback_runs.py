@@ -339,6 +339,7 @@ async def http_pollers(params: dict[str, Any], workdir: Path) -> dict[str, Any]:
             })
             origins[path] = job.next_run_at.timestamp()
         window = (first + interval, first + interval + duration)
+        check_lead(window[0])  # adding must not eat into the window, or it measures nothing
         await sleep_until(window[0])
         cpu_start = cpu_seconds()
         mark("start")
