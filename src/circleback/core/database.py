@@ -193,6 +193,9 @@ class TransactionRunner:
             options.setdefault("poolclass", StaticPool)
         if self.dialect_name == "sqlite":
             options.setdefault("connect_args", {"check_same_thread": False})
+            # Every checkout ends in COMMIT or ROLLBACK (``engine.begin()``): the pool's
+            # own ROLLBACK on return would be one more round trip to the driver's thread.
+            options.setdefault("pool_reset_on_return", None)
         url = make_url_for(self._url, mode)
         if self.dialect_name == "postgresql":
             options.setdefault("pool_pre_ping", True)
