@@ -130,6 +130,7 @@ class Engine:
             due_at=_next_run_at,
             lookahead_seconds=tuning.claim_ahead,
             record_linger_seconds=tuning.record_linger_seconds,
+            timer_slack_seconds=tuning.timer_slack_seconds,
         )
         self._deliveries = WorkPipeline[OutboxEntry, DeliveryUpdate](
             name="deliveries",

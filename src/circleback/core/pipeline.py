@@ -19,7 +19,9 @@ the next stretch of time, instead of one claim per item, and an item starts
 on time rather than after a claim's round trip. Results are recorded in
 batches: the recorder lingers briefly (``record_linger_seconds``) after the
 first result for more to arrive, so a steady trickle of results costs a few
-transactions a second rather than one each.
+transactions a second rather than one each. Likewise the dispatcher, woken
+for the next item falling due, may sleep a little longer (``timer_slack_seconds``)
+so that items falling due close together start on one wake-up.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ class WorkPipeline(Generic[ItemT, ResultT]):
         due_at: Callable[[ItemT], datetime] | None = None,
         lookahead_seconds: float = 0.0,
         record_linger_seconds: float = 0.0,
+        timer_slack_seconds: float = 0.0,
     ) -> None:
         self._name = name
         self._claim = claim
@@ -83,6 +86,14 @@ class WorkPipeline(Generic[ItemT, ResultT]):
         self._due_at = due_at
         self._lookahead = lookahead_seconds if due_at is not None else 0.0
         self._linger = record_linger_seconds
+        # Slack saves real wake-ups; a clock moved by hand wakes sleepers only when moved,
+        # and whoever moves it to an item's due moment expects the item to start.
+        self._slack = timedelta(
+            seconds=timer_slack_seconds if isinstance(clock, SystemClock) else 0.0
+        )
+        #: A claim waits for room for this many items (unless none is in flight): when
+        #: the capacity is what limits, items trickling out would each cost a claim.
+        self._least_claim = max(1, min(batch_size, capacity) // 2)
         self._in_flight: dict[int, ItemT] = {}
         #: Claimed items not due yet, by due time (serials break ties; items never compare).
         self._waiting: list[tuple[datetime, int, ItemT]] = []
@@ -94,7 +105,8 @@ class WorkPipeline(Generic[ItemT, ResultT]):
         self._workers = 0
         #: Set by the dispatcher to hand queued items to the worker waiting idle, if any.
         self._idle_worker: anyio.Event | None = None
-        self._queued: anyio.Event | None = None
+        #: Where the dispatcher sleeps while nothing is queued.
+        self._nap: anyio.CancelScope | None = None
         self._wake_event: anyio.Event | None = None
         self._woken = False
         #: Where the claim loop sleeps: until this moment, or for capacity to free up.
@@ -112,6 +124,10 @@ class WorkPipeline(Generic[ItemT, ResultT]):
     def held(self) -> list[ItemT]:
         """The items in flight; safe to call from another thread."""
         return list(self._in_flight.copy().values())
+
+    def _room(self) -> int:
+        """How many more items may be claimed before the capacity is reached."""
+        return self._capacity - len(self._in_flight)
 
     def room(self) -> int:
         """How many more items :meth:`offer` may hand over now (0 unless :meth:`run` runs).
@@ -140,6 +156,7 @@ class WorkPipeline(Generic[ItemT, ResultT]):
         """Count items as in flight; queue them for the workers, or to wait until due."""
         due_at = self._due_at
         now = self._clock.now() if due_at is not None else None
+        first = self._waiting[0][0] if self._waiting else None
         for item in items:
             self._serial += 1
             self._in_flight[self._serial] = item
@@ -147,8 +164,11 @@ class WorkPipeline(Generic[ItemT, ResultT]):
                 heapq.heappush(self._waiting, (due, self._serial, item))
             else:
                 self._queue.append((self._serial, item))
-        if items and self._queued is not None:
-            self._queued.set()
+        if items and self._nap is not None:
+            # Wake the dispatcher if there is work now or a new first item to wait for.
+            head = self._waiting[0][0] if self._waiting else None
+            if self._queue or (head is not None and (first is None or head < first)):
+                self._nap.cancel()
 
     def discard_waiting(self, drop: Callable[[ItemT], bool]) -> int:
         """Forget claimed items not yet due for which ``drop`` is true; returns how many.
@@ -257,9 +277,8 @@ class WorkPipeline(Generic[ItemT, ResultT]):
         while not self._stopping:
             self._woken = False
             self._wake_event = anyio.Event()
-            free = self._capacity - len(self._in_flight)
-            wanted = min(self._batch_size, free)
-            if wanted > 0:
+            wanted = min(self._batch_size, self._room())
+            if wanted >= self._least_claim or (wanted > 0 and not self._in_flight):
                 claimed_at = self._clock.now()
                 try:
                     items = await self._claim(wanted, self._lookahead)
@@ -293,9 +312,7 @@ class WorkPipeline(Generic[ItemT, ResultT]):
         while True:
             self._release_due()
             if not self._queue:
-                self._queued = anyio.Event()
-                next_due = self._waiting[0][0] if self._waiting and not self._stopping else None
-                await _wait(self._queued, self._clock, until=next_due)
+                await self._nap_until_due(None if self._stopping else self._wake_at())
                 continue
             if self._workers_starting == 0:
                 idle, self._idle_worker = self._idle_worker, None
@@ -306,6 +323,40 @@ class WorkPipeline(Generic[ItemT, ResultT]):
                     self._workers_starting += 1
                     workers.start_soon(self._worker, send)
             await anyio.lowlevel.checkpoint()
+
+    def _wake_at(self) -> datetime | None:
+        """When the dispatcher should next look at the waiting items (None: nothing waits).
+
+        When the next item is due and the one after it is due within the
+        timer slack, the wake-up waits out the slack and starts both (and any
+        in between) at once; a lone item is woken for on time.
+        """
+        waiting = self._waiting
+        if not waiting:
+            return None
+        head = waiting[0][0]
+        if self._slack and len(waiting) > 1:
+            second = min(entry[0] for entry in waiting[1:3])
+            if second - head <= self._slack:
+                return head + self._slack
+        return head
+
+    async def _nap_until_due(self, until: datetime | None) -> None:
+        """Sleep until ``until`` (None: indefinitely) or until :meth:`_enqueue` has news.
+
+        A plain sleep, cut short by cancelling it only when items arrive that
+        are due now or before the first waiting one: the usual end, the next
+        item falling due, costs no cancellation (a timed-out wait costs one).
+        """
+        nap = self._nap = anyio.CancelScope()
+        try:
+            with nap:
+                if until is None:
+                    await anyio.sleep_forever()
+                else:
+                    await self._clock.sleep_until(until)
+        finally:
+            self._nap = None
 
     async def _worker(self, send: MemoryObjectSendStream[tuple[int, ItemT, ResultT]]) -> None:
         """Work through queued items one by one; when none is left, end or wait for more.
@@ -380,7 +431,7 @@ class WorkPipeline(Generic[ItemT, ResultT]):
                     due -= timedelta(seconds=self._lookahead / 2)
                 if (
                     self._stopping
-                    or self._waiting_for_capacity
+                    or (self._waiting_for_capacity and self._room() >= self._least_claim)
                     or (due is not None and (self._deadline is None or due < self._deadline))
                 ):
                     self.wake()

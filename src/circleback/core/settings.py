@@ -70,6 +70,9 @@ class EngineTuning:
     #: How long the recorder waits after a result for more, to write them in one
     #: transaction; 0 writes whatever has arrived at once.
     record_linger_seconds: float = attrs.field(default=0.05, validator=_not_negative)
+    #: How much later than its due moment a check may start, so that checks falling
+    #: due close together start on one wake-up of the worker instead of one each.
+    timer_slack_seconds: float = attrs.field(default=0.002, validator=_not_negative)
     #: Most messages handed to completion modes at once.
     max_concurrent_deliveries: int = attrs.field(default=200, validator=_positive)
     #: A delivery taking longer is cut off and retried.

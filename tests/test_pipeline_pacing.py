@@ -1,0 +1,130 @@
+"""How the work pipeline paces its wake-ups and its claims.
+
+Items falling due close together start on one wake-up (within the timer
+slack), never before they are due, while a lone item is not held back by the
+slack. When the capacity is what limits, the claim loop waits for room for
+half a batch instead of claiming each item that trickles out on its own.
+The pipeline runs for real on the wall clock; its store is a list.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+
+import anyio
+
+from circleback.core.clock import SystemClock
+from circleback.core.pipeline import WorkPipeline
+
+Item = tuple[str, datetime]
+
+
+class ListedItems:
+    """Hands out a fixed list of items on the first claim, and notes when each started."""
+
+    def __init__(self, items: Sequence[Item]) -> None:
+        self.items = list(items)
+        self.started: dict[str, float] = {}
+        self.recorded: list[str] = []
+
+    async def claim(self, wanted: int, lookahead: float) -> list[Item]:
+        taken, self.items = self.items[:wanted], self.items[wanted:]
+        return taken
+
+    async def work(self, item: Item) -> None:
+        self.started[item[0]] = time.time()
+
+    async def record(self, results: list[tuple[Item, None]]) -> datetime | None:
+        self.recorded.extend(item[0] for item, _ in results)
+        return None
+
+    async def release(self, items: list[Item]) -> None:
+        return None
+
+    async def next_due(self) -> datetime | None:
+        return None
+
+
+def _pipeline(source: ListedItems, *, capacity: int, batch: int,
+              slack: float = 0.0, lookahead: float = 10.0) -> WorkPipeline[Item, None]:
+    return WorkPipeline[Item, None](
+        name="test", claim=source.claim, work=source.work, record=source.record,
+        release=source.release, next_due=source.next_due, clock=SystemClock(),
+        capacity=capacity, batch_size=batch, max_sleep_seconds=0.05,
+        logger=logging.getLogger("test"), due_at=lambda item: item[1],
+        lookahead_seconds=lookahead, timer_slack_seconds=slack,
+    )
+
+
+async def test_items_due_within_the_slack_start_together_and_a_lone_item_on_time() -> None:
+    now = datetime.now(UTC)
+    due = {"first": now + timedelta(seconds=0.2), "second": now + timedelta(seconds=0.6),
+           "lone": now + timedelta(seconds=2.5)}
+    source = ListedItems(list(due.items()))
+    pipeline = _pipeline(source, capacity=10, batch=10, slack=1.0)
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as group:
+            await group.start(functools.partial(pipeline.run, grace_seconds=1.0))
+            while len(source.recorded) < 3:
+                await anyio.sleep(0.05)
+            pipeline.stop()
+    started = {name: datetime.fromtimestamp(at, UTC) for name, at in source.started.items()}
+    for name, moment in due.items():
+        assert started[name] >= moment, f"{name} started before it was due"
+    # The first waited for the second, due within the slack after it: one wake-up for both.
+    assert started["first"] >= due["second"]
+    # Nothing fell due within the slack after the lone item: it was not held back by it.
+    assert started["lone"] - due["lone"] < timedelta(seconds=0.5)
+
+
+class TrickleItems(ListedItems):
+    """An endless supply of due items whose work waits until the test lets it finish."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+        self.claims: list[int] = []
+        self.finish: dict[str, anyio.Event] = {}
+        self.serial = 0
+
+    async def claim(self, wanted: int, lookahead: float) -> list[Item]:
+        self.claims.append(wanted)
+        items = []
+        for _ in range(wanted):
+            self.serial += 1
+            name = f"item-{self.serial}"
+            self.finish[name] = anyio.Event()
+            items.append((name, datetime.now(UTC)))
+        return items
+
+    async def work(self, item: Item) -> None:
+        await self.finish[item[0]].wait()
+        await super().work(item)
+
+
+async def test_a_full_pipeline_claims_again_only_when_half_a_batch_has_room() -> None:
+    source = TrickleItems()
+    pipeline = _pipeline(source, capacity=4, batch=4, lookahead=0.0)
+
+    async def until(condition: Callable[[], bool]) -> None:
+        while not condition():
+            await anyio.sleep(0.02)
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as group:
+            await group.start(functools.partial(pipeline.run, grace_seconds=1.0))
+            await until(lambda: source.claims == [4])
+            source.finish["item-1"].set()
+            await until(lambda: source.recorded == ["item-1"])
+            await anyio.sleep(0.3)  # several of the claim loop's longest sleeps
+            claims_with_one_free = list(source.claims)
+            source.finish["item-2"].set()
+            await until(lambda: len(source.claims) == 2)
+            for event in source.finish.values():
+                event.set()
+            pipeline.stop()
+    assert claims_with_one_free == [4], "claimed again for a single free place"
+    assert source.claims[1] == 2, "did not claim once half a batch had room"
