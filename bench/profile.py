@@ -60,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, default=250, help="samples per second")
     parser.add_argument("--top", type=int, default=30, help="functions to list")
     parser.add_argument("--raw", type=Path, default=None, help="keep py-spy's collapsed stacks")
+    parser.add_argument("--gil", action="store_true",
+                        help="sample only the thread holding the GIL: where the CPU goes")
     args = parser.parse_args(argv)
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     workload = WORKLOADS[args.workload]
@@ -82,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(0.02)
         spy = subprocess.Popen(
             [py_spy, "record", "--format", "raw", "--rate", str(args.rate), "--nonblocking",
-             "--pid", str(child.pid), "--output", str(raw)],
+             "--pid", str(child.pid), "--output", str(raw), *(["--gil"] if args.gil else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )
         child.wait()
