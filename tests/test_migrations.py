@@ -213,6 +213,43 @@ async def test_first_released_schema_is_refused_until_upgraded_then_its_jobs_run
     ]
 
 
+def schema_shape(conn: Connection) -> dict[str, dict[str, object]]:
+    """Every table's columns, keys and indexes, as the database reports them."""
+    inspector = sa.inspect(conn)
+    return {
+        table: {
+            "columns": [
+                (column["name"], str(column["type"]), column["nullable"], column.get("default"))
+                for column in inspector.get_columns(table)
+            ],
+            "primary_key": inspector.get_pk_constraint(table),
+            "indexes": sorted(inspector.get_indexes(table), key=lambda index: index["name"]),
+            "unique": inspector.get_unique_constraints(table),
+            "foreign_keys": inspector.get_foreign_keys(table),
+        }
+        for table in sorted(inspector.get_table_names())
+    }
+
+
+def test_an_empty_database_is_made_as_the_migrations_make_it(store_url: str) -> None:
+    """First use creates the models' tables and the version row without Alembic: the same."""
+    with connect(store_url) as conn:
+        migrate.ensure_schema(conn)
+    with connect(store_url) as conn:
+        made = schema_shape(conn)
+        assert schema_differences(conn) == []
+    assert revision_of(store_url) == migrate.head_revision()
+    with connect(store_url) as conn:
+        metadata.drop_all(conn)
+        conn.execute(sa.text(f"DROP TABLE {migrate.VERSION_TABLE}"))
+        assert sa.inspect(conn).get_table_names() == []
+        migrate.upgrade(conn)
+    with connect(store_url) as conn:
+        migrated = schema_shape(conn)
+    assert set(made) == OUR_TABLES | {migrate.VERSION_TABLE}
+    assert made == migrated
+
+
 # -- the migrated schema is the models' schema -----------------------------------------------
 
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import sqlalchemy as sa
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
 from .errors import StoreError
+from .schema import metadata
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -116,10 +118,38 @@ def _stored_revision(connection: Connection) -> str | None:
     return rows[0] if len(rows) == 1 else None
 
 
+def _version_table() -> sa.Table:
+    """Alembic's version table, declared as Alembic declares it."""
+    return sa.Table(
+        VERSION_TABLE,
+        sa.MetaData(),
+        sa.Column("version_num", sa.String(32), nullable=False),
+        sa.PrimaryKeyConstraint("version_num", name=f"{VERSION_TABLE}_pkc"),
+    )
+
+
+def _create_current_schema(connection: Connection) -> None:
+    """Bring an empty database straight to the current schema, without Alembic.
+
+    The models are the current schema (``tests/test_migrations.py`` holds
+    the migrations to exactly that), so creating them and writing the version
+    row leaves what running every migration would, at no cost in memory: the
+    embedded default makes its database on first start.
+    """
+    metadata.create_all(connection)
+    version = _version_table()
+    version.create(connection)
+    connection.execute(version.insert().values(version_num=SCHEMA_REVISION))
+
+
 def ensure_schema(connection: Connection) -> None:
     """Create the schema in an empty database; refuse one of another revision."""
     _lock(connection)
     if _stored_revision(connection) == SCHEMA_REVISION:
+        return
+    names = set(inspect(connection).get_table_names())
+    if not names & {VERSION_TABLE, *metadata.tables}:
+        _create_current_schema(connection)
         return
     found = current_revision(connection)
     head = head_revision()
