@@ -1,9 +1,10 @@
-"""httpx, httpcore, redis and Alembic are loaded only by an engine that uses them.
+"""httpx, httpcore, redis, Alembic and SQLAlchemy's PostgreSQL dialect load only when used.
 
 Every built-in plugin is registered when an engine starts, but an engine on
 the embedded SQLite store that only runs ``delay`` jobs and notifies on
 standard output must not pay the memory of the HTTP and Redis clients, nor of
-Alembic when it makes its database on first start. The engine cases run in a fresh interpreter, so
+the PostgreSQL dialect and its driver modules, nor of Alembic when it makes its
+database on first start. The engine cases run in a fresh interpreter, so
 what is in ``sys.modules`` is what the engine itself imported. The clients made
 on first use are made once, however many checks or deliveries start together.
 """
@@ -31,7 +32,7 @@ from .conftest import TEST_LIMITS
 from .continue_server import ContinueServer
 
 #: The libraries an engine loads only when a job or a setting needs them.
-LAZY = ("httpx", "httpcore", "redis", "alembic")
+LAZY = ("httpx", "httpcore", "redis", "alembic", "sqlalchemy.dialects.postgresql")
 
 #: Starts an engine with the default plugins on a SQLite file, runs one job to its end,
 #: and prints the job's status, its last error and which of LAZY were loaded.

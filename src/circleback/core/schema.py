@@ -7,7 +7,6 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 
 __all__ = ["UTCDateTime", "jobs", "metadata", "outbox", "workers"]
@@ -68,7 +67,25 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         return value.astimezone(UTC)  # type: ignore[no-any-return]
 
 
-_JSON = sa.JSON().with_variant(JSONB(), "postgresql")
+class JSONDocument(sa.TypeDecorator[Any]):
+    """JSON: ``JSONB`` on PostgreSQL, SQLAlchemy's ``JSON`` elsewhere.
+
+    The PostgreSQL dialect (with every driver module it imports, about 2 MiB)
+    is loaded only by a store on PostgreSQL, not by the embedded default.
+    """
+
+    impl = sa.JSON
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import JSONB
+
+            return dialect.type_descriptor(JSONB())
+        return dialect.type_descriptor(sa.JSON())
+
+
+_JSON = JSONDocument()
 _ID = sa.String(255)
 
 metadata = sa.MetaData()
