@@ -213,13 +213,14 @@ async def burst(params: dict[str, Any], workdir: Path, store: str) -> dict[str, 
             with anyio.fail_after(run.timeout):
                 await done.wait()
             cpu = cpu_seconds() - cpu_start
+            peak = peak_rss_mb()  # before the figures are worked out
         drain = max(RECORDER.ran_at) - due
         figures.update(
             drain_s=drain,
             jobs_per_s=count / drain if drain > 0 else float("inf"),
             **lateness_figures(RECORDER.lateness),
             cpu_s=cpu,
-            peak_rss_mb=peak_rss_mb(),
+            peak_rss_mb=peak,
             done=len(RECORDER.ran_at),
             meta=run.meta,
         )
@@ -251,11 +252,12 @@ async def spread(params: dict[str, Any], workdir: Path, store: str) -> dict[str,
             with anyio.fail_after(width + run.timeout):
                 await ran.wait()
             cpu = cpu_seconds() - cpu_start
+            peak = peak_rss_mb()  # before the figures are worked out
         return {
             **lateness_figures(RECORDER.lateness),
             "done": len(RECORDER.ran_at),
             "cpu_s": cpu,
-            "peak_rss_mb": peak_rss_mb(),
+            "peak_rss_mb": peak,
             "setup_s": setup,
             "meta": run.meta,
         }
@@ -286,6 +288,7 @@ async def pollers(params: dict[str, Any], workdir: Path, store: str) -> dict[str
             mark("start")
             await sleep_until(end)
             cpu = cpu_seconds() - cpu_start
+            peak = peak_rss_mb()  # before the figures are worked out
             in_window = [
                 late for at, late in zip(RECORDER.ran_at, RECORDER.lateness, strict=True)
                 if first <= at < end
@@ -297,7 +300,7 @@ async def pollers(params: dict[str, Any], workdir: Path, store: str) -> dict[str
             "done_pct": 100.0 * len(in_window) / expected,
             **lateness_figures(in_window),
             "cpu_s": cpu,
-            "peak_rss_mb": peak_rss_mb(),
+            "peak_rss_mb": peak,
             "setup_s": setup,
             "meta": run.meta,
         }
@@ -361,11 +364,12 @@ async def http_pollers(params: dict[str, Any], workdir: Path, store: str) -> dic
                 mark("start")
                 await sleep_until(window[1])
                 cpu = cpu_seconds() - cpu_start
+                peak = peak_rss_mb()  # before the figures are worked out
             arrivals = await http_arrivals(base_url)
         return {
             **http_figures(arrivals, origins, interval, window),
             "cpu_s": cpu,
-            "peak_rss_mb": peak_rss_mb(),
+            "peak_rss_mb": peak,
             "meta": run.meta,
         }
     finally:

@@ -224,13 +224,14 @@ async def burst(params: dict[str, Any], workdir: Path) -> dict[str, Any]:
         with anyio.fail_after(run.timeout):
             await done.wait()
         cpu = cpu_seconds() - cpu_start
+        peak = peak_rss_mb()  # before the figures are worked out
     drain = run.plugin.sink.last_at - due
     figures.update(
         drain_s=drain,
         jobs_per_s=count / drain if drain > 0 else float("inf"),
         **lateness_figures(RECORDER.lateness),
         cpu_s=cpu,
-        peak_rss_mb=peak_rss_mb(),
+        peak_rss_mb=peak,
         done=len(RECORDER.ran_at),
         delivered=run.plugin.sink.count,
     )
@@ -261,11 +262,12 @@ async def spread(params: dict[str, Any], workdir: Path) -> dict[str, Any]:
         with anyio.fail_after(width + run.timeout):
             await ran.wait()
         cpu = cpu_seconds() - cpu_start
+        peak = peak_rss_mb()  # before the figures are worked out
     return {
         **lateness_figures(RECORDER.lateness),
         "done": len(RECORDER.ran_at),
         "cpu_s": cpu,
-        "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_mb": peak,
         "setup_s": setup,
     }
 
@@ -296,6 +298,7 @@ async def pollers(params: dict[str, Any], workdir: Path) -> dict[str, Any]:
         mark("start")
         await sleep_until(end)
         cpu = cpu_seconds() - cpu_start
+        peak = peak_rss_mb()  # before the figures are worked out
         in_window = [
             late for at, late in zip(RECORDER.ran_at, RECORDER.lateness, strict=True)
             if first <= at < end
@@ -307,7 +310,7 @@ async def pollers(params: dict[str, Any], workdir: Path) -> dict[str, Any]:
         "done_pct": 100.0 * len(in_window) / expected,
         **lateness_figures(in_window),
         "cpu_s": cpu,
-        "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_mb": peak,
         "setup_s": setup,
     }
 
@@ -345,11 +348,12 @@ async def http_pollers(params: dict[str, Any], workdir: Path) -> dict[str, Any]:
         mark("start")
         await sleep_until(window[1])
         cpu = cpu_seconds() - cpu_start
+        peak = peak_rss_mb()  # before the figures are worked out
         arrivals = await http_arrivals(base_url)
     return {
         **http_figures(arrivals, origins, interval, window),
         "cpu_s": cpu,
-        "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_mb": peak,
     }
 
 
