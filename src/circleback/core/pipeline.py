@@ -139,7 +139,7 @@ class WorkPipeline(Generic[ItemT, ResultT]):
         """
         if not self._running or self._stopping:
             return 0
-        return max(0, self._capacity + 2 * self._batch_size - len(self._in_flight))
+        return max(0, self._room() + 2 * self._batch_size)
 
     def offer(self, items: Sequence[ItemT]) -> bool:
         """Work on items claimed elsewhere (already leased to this worker), as if claimed here.
