@@ -174,12 +174,14 @@ def _parse_numeric_ipv4(host: str) -> ipaddress.IPv4Address | None:
     return ipaddress.IPv4Address(number)
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_ip_literal(host: str) -> IPAddress | None:
     """The address ``host`` spells, or None when ``host`` is a name to resolve.
 
     Accepts bracketed or bare IPv6 (a zone such as ``%25eth0`` is dropped) and
     every IPv4 spelling the system resolver accepts. Raises ValueError for a
-    host that looks numeric but is no valid address.
+    host that looks numeric but is no valid address. Answers are remembered:
+    every check and every connection of a poll reads its host again.
     """
     text = host.strip().lower()
     if text.startswith("[") and text.endswith("]"):
@@ -203,11 +205,14 @@ def _connectable(address: IPAddress) -> IPAddress:
 # -- URLs ------------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_http_url(raw: str) -> httpx.URL:
     """Parse ``raw`` as an absolute http(s) URL; numeric IPv4 hosts become dotted quads.
 
     Raises :class:`AddressRefused` with a reason for anything else. Only the
     form of the URL is checked here; :meth:`NetworkPolicy.check_url` judges its host.
+    Answers are remembered (URLs are immutable), since a poll parses its URL at
+    every check.
     """
     import httpx
 
