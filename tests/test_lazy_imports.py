@@ -1,4 +1,4 @@
-"""httpx, httpcore, redis, Alembic and SQLAlchemy's PostgreSQL dialect load only when used.
+"""httpx, httpcore, h11, redis, Alembic and SQLAlchemy's PostgreSQL dialect load only when used.
 
 Every built-in plugin is registered when an engine starts, but an engine on
 the embedded SQLite store that only runs ``delay`` jobs and notifies on
@@ -24,7 +24,7 @@ import pytest
 
 import circleback
 from circleback import Caller, CheckOutcome, CheckStatus, JobStatus, Settings
-from circleback.core import httpclient
+from circleback.core import guarded_client
 from circleback.notifiers import resume_conversation
 
 from . import services
@@ -32,7 +32,7 @@ from .conftest import TEST_LIMITS
 from .continue_server import ContinueServer
 
 #: The libraries an engine loads only when a job or a setting needs them.
-LAZY = ("httpx", "httpcore", "redis", "alembic", "sqlalchemy.dialects.postgresql")
+LAZY = ("httpx", "httpcore", "h11", "redis", "alembic", "sqlalchemy.dialects.postgresql")
 
 #: Starts an engine with the default plugins on a SQLite file, runs one job to its end,
 #: and prints the job's status, its last error and which of LAZY were loaded.
@@ -114,7 +114,8 @@ def test_a_poll_url_job_loads_httpx_when_added(tmp_path: Path) -> None:
     assert report["status"] == "failed"
     assert report["last_error"].startswith(f"request to {url} failed")
     assert len(printed) == 1
-    assert report["loaded"] == ["httpx", "httpcore"]  # the check made the client
+    # The check made the client: h11 on anyio, without httpx's own transport.
+    assert report["loaded"] == ["httpx", "h11"]
 
 
 # -- one client, made on first use -----------------------------------------------------------
@@ -127,14 +128,14 @@ def _settings(sqlite_url: str, **overrides: Any) -> Settings:
 async def test_checks_that_start_together_share_one_poll_url_client(
     sqlite_url: str, caller: Caller, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    made: list[httpx.AsyncClient] = []
-    make = httpclient.make_http_client
+    made: list[guarded_client.GuardedClient] = []
+    make = guarded_client.GuardedClient
 
-    def counting(*args: Any, **kwargs: Any) -> httpx.AsyncClient:
+    def counting(*args: Any, **kwargs: Any) -> guarded_client.GuardedClient:
         made.append(make(*args, **kwargs))
         return made[-1]
 
-    monkeypatch.setattr(httpclient, "make_http_client", counting)
+    monkeypatch.setattr(guarded_client, "GuardedClient", counting)
     url = f"http://127.0.0.1:{services.free_port()}/health"
     settings = _settings(sqlite_url, allow_networks=("127.0.0.1",))
     async with circleback.Engine(

@@ -411,6 +411,37 @@ async def test_redirects_are_followed_at_most_five_times(
     assert server.paths().count("/hop/0") == 1
 
 
+async def test_redirects_change_the_method_and_drop_credentials_as_browsers_do(
+    local_settings: Callable[..., Settings], caller: Caller
+) -> None:
+    with HttpServer(sequence(json_reply({"arrived": True}))) as other, \
+            HttpServer(lambda request: Reply(status=303, headers={"Location": f"{other.url}/x"})
+                       if request.path == "/see-other" else
+                       Reply(status=307, headers={"Location": "/kept"})
+                       if request.path == "/temporary" else json_reply({"kept": True})) as origin:
+        secret = {"headers": {"Authorization": "Bearer secret"}, "method": "POST",
+                  "json": {"deploy": 7}}
+        async with stepping(local_settings()) as (engine, _):
+            moved = await engine.scheduler.add_job(caller, poll(f"{origin.url}/see-other",
+                                                                **secret))
+            kept = await engine.scheduler.add_job(caller, poll(f"{origin.url}/temporary",
+                                                               **secret))
+            assert await engine.run_due_jobs() == 2
+            moved = await engine.scheduler.get_job(caller, moved.id)
+            kept = await engine.scheduler.get_job(caller, kept.id)
+    assert moved.status is kept.status is JobStatus.COMPLETED
+    # 303 to another origin: a GET without the body, its type, or the credentials.
+    [followed] = other.requests
+    assert (followed.method, followed.path, followed.body) == ("GET", "/x", b"")
+    assert "authorization" not in followed.headers
+    assert "content-type" not in followed.headers
+    # 307 on the same origin: the same method, body and credentials.
+    [again] = [request for request in origin.requests if request.path == "/kept"]
+    assert (again.method, again.json()) == ("POST", {"deploy": 7})
+    assert again.headers["authorization"] == "Bearer secret"
+    assert again.headers["content-type"] == "application/json"
+
+
 async def test_an_expected_redirect_status_is_not_followed(
     local_settings: Callable[..., Settings], caller: Caller
 ) -> None:

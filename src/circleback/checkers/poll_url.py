@@ -17,8 +17,8 @@ still be deploying), kept as the job's last error.
 
 The URL was written by an LLM, so every request goes through the
 :class:`~circleback.core.netguard.NetworkPolicy` (see that module): the
-connection is made by a network backend (:mod:`circleback.core.httpclient`)
-that resolves the host once, checks every address and dials only a checked
+connection is made by :class:`~circleback.core.guarded_client.GuardedClient`,
+which resolves the host once, checks every address and dials only a checked
 one; redirects are followed by hand, at
 most five, each hop checked the same way; bodies are read up to
 ``Settings.http.max_response_bytes`` and cut there. A URL whose literal address
@@ -29,9 +29,9 @@ The check's result, handed to ``{result}``: ``{"url", "status", "elapsed_ms",
 "body"}`` — the JSON body, or a text excerpt — plus ``"truncated": true`` when
 the body was cut and ``"redirects"`` when some were followed.
 
-httpx and the HTTP client module are imported when a URL is first validated or
-checked, and the client is made at the first check: an engine whose jobs never
-poll a URL does not load them.
+httpx (for its URL type) and the HTTP client module are imported when a URL is
+first validated or checked, and the client is made at the first check: an
+engine whose jobs never poll a URL does not load them.
 """
 
 from __future__ import annotations
@@ -60,8 +60,7 @@ from ..core.netguard import AddressRefused, NetworkPolicy, parse_http_url
 from ..core.validation import require_number, require_string
 
 if TYPE_CHECKING:
-    import httpx
-
+    from ..core.guarded_client import GuardedClient, Response
     from ..core.settings import HttpTuning
 
 __all__ = ["MAX_REDIRECTS", "METHODS", "PollUrlChecker"]
@@ -95,9 +94,9 @@ _NOT_JSON: Final = object()
 # -- reading answers ---------------------------------------------------------------------------
 
 
-def _text(content: bytes, response: httpx.Response) -> str:
+def _text(content: bytes, response: Response) -> str:
     try:
-        return content.decode(response.charset_encoding or "utf-8", errors="replace")
+        return content.decode(response.charset or "utf-8", errors="replace")
     except LookupError:
         return content.decode("utf-8", errors="replace")
 
@@ -144,7 +143,7 @@ class PollUrlChecker(Checker):
     )
 
     def __init__(self) -> None:
-        self._client: httpx.AsyncClient | None = None
+        self._client: GuardedClient | None = None
         self._policy: NetworkPolicy | None = None
         self._tuning: HttpTuning | None = None
 
@@ -277,7 +276,7 @@ class PollUrlChecker(Checker):
         if client is not None:
             await client.aclose()
 
-    def _http(self, policy: NetworkPolicy, tuning: HttpTuning) -> httpx.AsyncClient:
+    def _http(self, policy: NetworkPolicy, tuning: HttpTuning) -> GuardedClient:
         """The engine's one client, made on first use.
 
         Nothing awaits between the test and the assignment, so checks that start
@@ -285,16 +284,16 @@ class PollUrlChecker(Checker):
         """
         client = self._client
         if client is None:
-            from ..core.httpclient import make_http_client
+            from ..core.guarded_client import GuardedClient
 
-            client = self._client = make_http_client(tuning, policy=policy)
+            client = self._client = GuardedClient(tuning, policy)
         return client
 
     async def check(self, job: Job, runtime: Runtime) -> CheckOutcome:
         policy, client_tuning = self._policy, self._tuning
         if policy is None or client_tuning is None:
             return CheckOutcome.not_yet("poll_url is not running (its engine did not start it)")
-        import httpx
+        from ..core.guarded_client import HttpFailure, TimedOut
 
         client = self._http(policy, client_tuning)
         config = job.check_config
@@ -312,57 +311,51 @@ class PollUrlChecker(Checker):
             return CheckOutcome.failed(f"blocked: {exc.reason}")
         except _TooManyRedirects as exc:
             return CheckOutcome.not_yet(str(exc))
-        except httpx.TimeoutException as exc:
-            return CheckOutcome.not_yet(f"{_timeout_kind(exc)} from {config['url']}")
-        except httpx.HTTPError as exc:
-            detail = str(exc) or type(exc).__name__
-            return CheckOutcome.not_yet(f"request to {config['url']} failed: {detail}")
+        except TimedOut as exc:
+            return CheckOutcome.not_yet(f"{exc.what} from {config['url']}")
+        except HttpFailure as exc:
+            return CheckOutcome.not_yet(f"request to {config['url']} failed: {exc}")
         elapsed_ms = round((anyio.current_time() - started) * 1000)
         return _judge(config, answer, elapsed_ms, tuning.max_response_bytes)
 
     async def _fetch(
         self,
-        client: httpx.AsyncClient,
+        client: GuardedClient,
         policy: NetworkPolicy,
         config: Mapping[str, Any],
         limit: int,
     ) -> _Answer:
-        from ..core.httpclient import read_capped
+        from ..core.guarded_client import redirect_request
 
-        headers = dict(config.get("headers") or {})
+        method: str = config["method"]
+        headers: dict[str, str] = dict(config.get("headers") or {})
         content: bytes | None = None
         if "json" in config:
             content = json.dumps(config["json"], separators=(",", ":")).encode()
-            headers.setdefault("content-type", "application/json")
-        request = client.build_request(
-            config["method"], parse_http_url(config["url"]), headers=headers, content=content
-        )
+            if not any(name.lower() == "content-type" for name in headers):
+                headers["content-type"] = "application/json"
+        url = parse_http_url(config["url"])
         expected = config["expected_status"]
         for hop in range(MAX_REDIRECTS + 1):
-            policy.check_url(request.url)
-            response = await client.send(request, stream=True)
-            try:
-                following = response.next_request
-                if following is None or response.status_code in expected:
-                    body, truncated = await read_capped(response, limit)
-                    encoding = response.headers.get("content-encoding", "").strip().lower()
+            policy.check_url(url)
+            async with client.request(method, url, headers=headers, content=content) as response:
+                following = response.redirect_target()
+                if following is None or response.status in expected:
+                    body, truncated = await response.read_capped(limit)
                     text = _text(body, response)
                     return _Answer(
-                        url=str(request.url),
-                        status=response.status_code,
+                        url=str(url),
+                        status=response.status,
                         redirects=hop,
                         content=body,
                         truncated=truncated,
-                        encoding=encoding,
+                        encoding=response.content_encoding,
                         text=text,
                         parsed=_NOT_JSON if truncated else _parse_json(text),
                     )
-            finally:
-                await response.aclose()
-            request = following
-        raise _TooManyRedirects(
-            f"more than {MAX_REDIRECTS} redirects, the last to {request.url}"
-        )
+                method, headers, content = redirect_request(response, following, headers, content)
+            url = following
+        raise _TooManyRedirects(f"more than {MAX_REDIRECTS} redirects, the last to {url}")
 
 
 def _judge(config: Mapping[str, Any], answer: _Answer, elapsed_ms: int, limit: int) -> CheckOutcome:
@@ -410,18 +403,6 @@ def _result_body(answer: _Answer) -> Any:
         if len(compact) <= _MAX_JSON_RESULT_CHARS:
             return answer.parsed
     return _excerpt(answer.text)
-
-
-def _timeout_kind(exc: httpx.TimeoutException) -> str:
-    import httpx
-
-    if isinstance(exc, httpx.ConnectTimeout):
-        return "timed out connecting"
-    if isinstance(exc, httpx.PoolTimeout):
-        return "timed out waiting for a free connection"
-    if isinstance(exc, httpx.WriteTimeout):
-        return "timed out sending the request"
-    return "timed out waiting for an answer"
 
 
 def _validate_statuses(value: Any) -> list[int]:

@@ -1,0 +1,547 @@
+"""The HTTP/1.1 client ``poll_url`` requests through: lean, pooled, bounded and guarded.
+
+A poll is one small request every interval, thousands of them a minute on a
+busy worker, so this client does only what such a request needs: h11 (the
+protocol, parsed by a well-kept library) over anyio streams, a keep-alive pool,
+timeouts for connecting, sending and each read, and a body read up to a cap.
+A request through it costs a fraction of the CPU of one through httpx's
+client, whose layers (auth, cookies, redirect handling, request and response
+models) a poll does not use.
+
+Every connection goes through the :class:`~circleback.core.netguard.NetworkPolicy`:
+the host is resolved once, every address it resolved to is checked, and only a
+checked address is dialled, so the address that was checked is the address
+that is reached. TLS verifies the certificate against the URL's host name
+while dialling the checked address. There are no cookies, no proxies, no
+compression (``accept-encoding: identity``; a server that compresses anyway
+has gzip and deflate decoded within the cap) and no automatic redirects: the
+caller follows them, checking each hop (:meth:`Response.redirect_target`).
+
+URLs are :class:`httpx.URL` values, parsed by
+:func:`~circleback.core.netguard.parse_http_url`.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import select
+import socket
+import ssl
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Final
+
+import anyio
+import anyio.abc
+import attrs
+import h11
+import httpx
+from anyio.streams.tls import TLSStream
+
+from .httpclient import body_decoder, ssl_context
+from .netguard import NetworkPolicy
+from .settings import HttpTuning
+
+__all__ = [
+    "ConnectTimedOut",
+    "GuardedClient",
+    "HttpFailure",
+    "PoolTimedOut",
+    "ReadTimedOut",
+    "Response",
+    "TimedOut",
+]
+
+_USER_AGENT: Final = b"circleback"
+#: Seconds an idle connection is kept for reuse.
+KEEPALIVE_SECONDS: Final = 5.0
+_READ_SIZE: Final = 65_536
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+_REDIRECT_STATUSES: Final = frozenset({301, 302, 303, 307, 308})
+#: Headers that are dropped when a redirect changes the method to GET (the body goes too).
+_BODY_HEADERS: Final = frozenset({"content-length", "content-type", "transfer-encoding"})
+
+
+# -- failures ----------------------------------------------------------------------------------
+
+
+class HttpFailure(Exception):
+    """A request that got no usable answer; ``str()`` says why, for the job's last error."""
+
+
+class TimedOut(HttpFailure):
+    """A step of the request took longer than its timeout; :attr:`what` names the step."""
+
+    what = "timed out"
+
+
+class ConnectTimedOut(TimedOut):
+    what = "timed out connecting"
+
+
+class PoolTimedOut(TimedOut):
+    what = "timed out waiting for a free connection"
+
+
+class ReadTimedOut(TimedOut):
+    what = "timed out waiting for an answer"
+
+
+class _Stale(Exception):
+    """A kept-alive connection the server had closed before this request reached it."""
+
+
+# -- connections -------------------------------------------------------------------------------
+
+_Key = tuple[str, str, int]
+
+
+@attrs.define(eq=False)
+class _Connection:
+    key: _Key
+    stream: anyio.abc.ByteStream
+    protocol: h11.Connection
+    #: The socket under the stream, to see whether an idle connection is still open.
+    raw_socket: socket.socket | None
+    #: Whether an earlier request already went over it (so the server may have dropped it).
+    reused: bool = False
+    #: Whether any byte of the current answer arrived.
+    answered: bool = False
+    idle_since: float = 0.0
+
+    def still_open(self, now: float) -> bool:
+        """Whether a kept-alive connection may carry another request.
+
+        Idle for too long, or readable while idle (the server closed it, or sent
+        something unasked), means it may not.
+        """
+        if now - self.idle_since > KEEPALIVE_SECONDS:
+            return False
+        return self.raw_socket is None or not _readable(self.raw_socket)
+
+
+def _readable(sock: socket.socket) -> bool:
+    """Whether ``sock`` has something to read (or was closed) right now."""
+    try:
+        if hasattr(select, "poll"):
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            return bool(poller.poll(0))
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
+
+
+def _message(exc: BaseException) -> str:
+    text = str(exc)
+    return text or type(exc).__name__
+
+
+# -- responses ---------------------------------------------------------------------------------
+
+
+class Response:
+    """The head of an answer; the body is read with :meth:`read_capped`."""
+
+    def __init__(
+        self, url: httpx.URL, method: str, event: h11.Response, client: GuardedClient,
+        connection: _Connection,
+    ) -> None:
+        self.url = url
+        self.method = method
+        self.status: int = event.status_code
+        self._headers = [(name.decode("latin-1"), value) for name, value in event.headers]
+        self._client = client
+        self._connection = connection
+        #: Whether the body was read to its end (so the connection may be kept).
+        self.complete = False
+
+    def header(self, name: str) -> str | None:
+        """The value of header ``name`` (lower case), or None; repeated headers are joined."""
+        values = [value.decode("latin-1") for key, value in self._headers if key == name]
+        return ", ".join(values) if values else None
+
+    @property
+    def charset(self) -> str | None:
+        """The ``charset`` parameter of the Content-Type, if there is one."""
+        content_type = self.header("content-type") or ""
+        for parameter in content_type.split(";")[1:]:
+            key, _, value = parameter.partition("=")
+            if key.strip().lower() == "charset":
+                return value.strip().strip("'\"") or None
+        return None
+
+    @property
+    def content_encoding(self) -> str:
+        return (self.header("content-encoding") or "").strip().lower()
+
+    def redirect_target(self) -> httpx.URL | None:
+        """Where a redirect points (the Location, resolved against this URL), or None.
+
+        Raises :class:`HttpFailure` for a Location that is not a URL. The target's
+        address is not judged here: the caller checks it like the first URL.
+        """
+        location = self.header("location")
+        if self.status not in _REDIRECT_STATUSES or location is None:
+            return None
+        try:
+            target = httpx.URL(location)
+            if target.scheme and not target.host:
+                target = target.copy_with(host=self.url.host)
+            if target.is_relative_url:
+                target = self.url.join(target)
+        except httpx.InvalidURL as exc:
+            raise HttpFailure(f"the redirect's Location is not a valid URL: {exc}") from None
+        return target
+
+    async def read_capped(self, limit: int) -> tuple[bytes, bool]:
+        """The body, decoded, up to ``limit`` bytes, and whether it was cut there.
+
+        Reading stops as soon as the limit is passed, so an endless or huge (or
+        decompressing) body costs no more memory than the cap.
+        """
+        if self.complete:
+            return b"", False
+        decode = body_decoder(self.content_encoding) or (lambda data, most: data[:most])
+        body = bytearray()
+        while True:
+            event = await self._client.next_event(self._connection)
+            if isinstance(event, h11.Data):
+                try:
+                    body += decode(bytes(event.data), limit + 1 - len(body))
+                except httpx.DecodingError as exc:
+                    raise HttpFailure(str(exc)) from None
+                if len(body) > limit:
+                    del body[limit:]
+                    return bytes(body), True
+            elif isinstance(event, h11.EndOfMessage):
+                self.complete = True
+                return bytes(body), False
+            else:  # pragma: no cover - h11 yields only Data then EndOfMessage here
+                raise HttpFailure(f"unexpected {type(event).__name__} in a response body")
+
+
+# -- the client --------------------------------------------------------------------------------
+
+
+class GuardedClient:
+    """Requests URLs for checks; every connection dials only addresses the policy allows.
+
+    One client per engine: connections to a host are kept alive and reused
+    between checks, up to ``tuning.max_connections`` open at once and
+    ``tuning.max_keepalive_connections`` idle.
+    """
+
+    def __init__(self, tuning: HttpTuning, policy: NetworkPolicy) -> None:
+        self._tuning = tuning
+        self._policy = policy
+        self._ssl = ssl_context(tuning)
+        self._slots = anyio.Semaphore(tuning.max_connections)
+        self._idle: dict[_Key, list[_Connection]] = {}
+        self._idle_count = 0
+        self._closed = False
+
+    # -- requests --------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def request(
+        self,
+        method: str,
+        url: httpx.URL,
+        *,
+        headers: Mapping[str, str] | None = None,
+        content: bytes | None = None,
+    ) -> AsyncIterator[Response]:
+        """Send one request and yield the answer's head; its body is read from the response.
+
+        The connection goes back to the pool when the body was read to its end,
+        and is closed otherwise (a cut body, an error, a cancellation).
+        """
+        key = _key(url)
+        head = _request_headers(url, headers or {}, content)
+        target = url.raw_path
+        connection = await self._connection(key, url)
+        try:
+            event = await self._exchange(connection, method, target, head, content)
+        except _Stale:
+            await self._discard(connection)
+            connection = await self._open(key, url)
+            event = await self._exchange_or_discard(connection, method, target, head, content)
+        except BaseException:
+            await self._discard(connection)
+            raise
+        response = Response(url, method, event, self, connection)
+        try:
+            if method == "HEAD" or event.status_code in (204, 304):
+                await response.read_capped(0)
+            yield response
+        finally:
+            if response.complete:
+                await self._keep(connection)
+            else:
+                await self._discard(connection)
+
+    async def _exchange_or_discard(
+        self,
+        connection: _Connection,
+        method: str,
+        target: bytes,
+        head: list[tuple[bytes, bytes]],
+        content: bytes | None,
+    ) -> h11.Response:
+        try:
+            return await self._exchange(connection, method, target, head, content)
+        except BaseException:
+            await self._discard(connection)
+            raise
+
+    async def next_event(self, connection: _Connection) -> h11.Event:
+        """The next event of the answer, reading from the network as needed."""
+        protocol = connection.protocol
+        ended = False
+        while True:
+            try:
+                event = protocol.next_event()
+            except h11.RemoteProtocolError as exc:
+                if ended:
+                    raise HttpFailure(
+                        "the server closed the connection before its answer was complete"
+                    ) from None
+                raise HttpFailure(f"the server broke HTTP/1.1: {_message(exc)}") from None
+            if event is h11.PAUSED:
+                raise HttpFailure("the answer is over")
+            if event is not h11.NEED_DATA:
+                return event  # type: ignore[return-value]  # h11's sentinels are classes
+            try:
+                with anyio.fail_after(self._tuning.read_timeout_seconds):
+                    data = await connection.stream.receive(_READ_SIZE)
+            except TimeoutError:
+                raise ReadTimedOut(ReadTimedOut.what) from None
+            except (anyio.EndOfStream, anyio.BrokenResourceError):
+                data = b""
+            except (OSError, ssl.SSLError) as exc:
+                raise HttpFailure(f"reading the answer failed: {_message(exc)}") from None
+            connection.answered = connection.answered or bool(data)
+            ended = not data
+            protocol.receive_data(data)
+
+    async def _exchange(
+        self,
+        connection: _Connection,
+        method: str,
+        target: bytes,
+        head: list[tuple[bytes, bytes]],
+        content: bytes | None,
+    ) -> h11.Response:
+        protocol = connection.protocol
+        connection.answered = False
+        try:
+            data = protocol.send(h11.Request(method=method, target=target, headers=head))
+            if content:
+                data += protocol.send(h11.Data(data=content))
+            data += protocol.send(h11.EndOfMessage())
+        except h11.LocalProtocolError as exc:
+            raise HttpFailure(f"the request cannot be sent: {_message(exc)}") from None
+        try:
+            # A request is small: it is buffered at once, so sending has no timeout of
+            # its own (the caller's total timeout bounds a server that never reads).
+            await connection.stream.send(data)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError, ssl.SSLError) as exc:
+            if connection.reused:
+                raise _Stale from None
+            raise HttpFailure(f"sending the request failed: {_message(exc)}") from None
+        while True:
+            try:
+                event = await self.next_event(connection)
+            except TimedOut:
+                raise
+            except HttpFailure:
+                # The server closed a kept-alive connection before answering: try a new one.
+                if connection.reused and not connection.answered:
+                    raise _Stale from None
+                raise
+            if isinstance(event, h11.Response):
+                return event
+            if isinstance(event, h11.ConnectionClosed):
+                if connection.reused:
+                    raise _Stale
+                raise HttpFailure("the server closed the connection without answering")
+            # an informational (1xx) answer: the real one follows
+
+    # -- the pool --------------------------------------------------------------------------
+
+    async def _connection(self, key: _Key, url: httpx.URL) -> _Connection:
+        """A kept-alive connection to ``key`` that is still good, or a new one."""
+        idle = self._idle.get(key)
+        now = time.monotonic()
+        while idle:
+            connection = idle.pop()
+            self._idle_count -= 1
+            if connection.still_open(now):
+                connection.reused = True
+                return connection
+            await self._discard(connection)
+        return await self._open(key, url)
+
+    async def _open(self, key: _Key, url: httpx.URL) -> _Connection:
+        if self._closed:
+            raise HttpFailure("the HTTP client is closed")
+        await self._take_slot()
+        try:
+            stream = await self._dial(key, url)
+        except BaseException:
+            self._slots.release()
+            raise
+        raw = stream.extra(anyio.abc.SocketAttribute.raw_socket, None)
+        return _Connection(key=key, stream=stream, protocol=h11.Connection(h11.CLIENT),
+                           raw_socket=raw)
+
+    async def _take_slot(self) -> None:
+        try:
+            self._slots.acquire_nowait()
+            return
+        except anyio.WouldBlock:
+            pass
+        if await self._close_oldest_idle():
+            self._slots.acquire_nowait()
+            return
+        try:
+            with anyio.fail_after(self._tuning.connect_timeout_seconds):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise PoolTimedOut(PoolTimedOut.what) from None
+
+    async def _dial(self, key: _Key, url: httpx.URL) -> anyio.abc.ByteStream:
+        scheme, host, port = key
+        try:
+            with anyio.fail_after(self._tuning.connect_timeout_seconds):
+                try:
+                    addresses = await self._policy.resolve(host, port)
+                except OSError as exc:
+                    raise HttpFailure(f"could not resolve {host}: {_message(exc)}") from None
+                stream: anyio.abc.ByteStream | None = None
+                failure: OSError | None = None
+                for address in addresses:
+                    try:
+                        stream = await anyio.connect_tcp(str(address), port)
+                        break
+                    except OSError as exc:
+                        failure = exc
+                if stream is None:
+                    reason = _message(failure) if failure else "no address to try"
+                    raise HttpFailure(f"could not connect to {host}:{port}: {reason}")
+                if scheme == "https":
+                    try:
+                        stream = await TLSStream.wrap(
+                            stream, hostname=url.host, ssl_context=self._ssl,
+                            standard_compatible=False,
+                        )
+                    except BaseException as exc:
+                        await anyio.aclose_forcefully(stream)
+                        if isinstance(exc, (ssl.SSLError, OSError, anyio.BrokenResourceError,
+                                            anyio.EndOfStream)):
+                            raise HttpFailure(
+                                f"TLS with {host}:{port} failed: {_message(exc)}"
+                            ) from None
+                        raise
+                return stream
+        except TimeoutError:
+            raise ConnectTimedOut(ConnectTimedOut.what) from None
+
+    async def _keep(self, connection: _Connection) -> None:
+        protocol = connection.protocol
+        reusable = (
+            not self._closed
+            and protocol.our_state is h11.DONE
+            and protocol.their_state is h11.DONE
+            and self._idle_count < self._tuning.max_keepalive_connections
+        )
+        if not reusable:
+            await self._discard(connection)
+            return
+        protocol.start_next_cycle()
+        connection.idle_since = time.monotonic()
+        self._idle.setdefault(connection.key, []).append(connection)
+        self._idle_count += 1
+
+    async def _discard(self, connection: _Connection) -> None:
+        """Free ``connection``'s slot and close it at once (no goodbye on the wire)."""
+        self._slots.release()
+        await anyio.aclose_forcefully(connection.stream)
+
+    async def _close_oldest_idle(self) -> bool:
+        oldest: _Connection | None = None
+        for connections in self._idle.values():
+            if connections and (oldest is None or connections[0].idle_since < oldest.idle_since):
+                oldest = connections[0]
+        if oldest is None:
+            return False
+        self._idle[oldest.key].remove(oldest)
+        self._idle_count -= 1
+        await self._discard(oldest)
+        return True
+
+    @property
+    def is_closed(self) -> bool:
+        """Whether :meth:`aclose` was called."""
+        return self._closed
+
+    async def aclose(self) -> None:
+        """Close every kept-alive connection; requests in flight close theirs when they end."""
+        self._closed = True
+        idle = [connection for connections in self._idle.values() for connection in connections]
+        self._idle.clear()
+        self._idle_count = 0
+        for connection in idle:
+            await self._discard(connection)
+
+
+def _key(url: httpx.URL) -> _Key:
+    scheme = url.scheme.lower()
+    return scheme, url.host, url.port or _DEFAULT_PORTS.get(scheme, 0)
+
+
+def _request_headers(
+    url: httpx.URL, headers: Mapping[str, str], content: bytes | None
+) -> list[tuple[bytes, bytes]]:
+    head: list[tuple[bytes, bytes]] = [
+        (b"host", url.netloc),
+        (b"user-agent", _USER_AGENT),
+        (b"accept", b"*/*"),
+        (b"accept-encoding", b"identity"),
+    ]
+    given = {name.lower() for name in headers}
+    if (url.username or url.password) and "authorization" not in given:
+        token = base64.b64encode(f"{url.username}:{url.password}".encode()).decode("ascii")
+        head.append((b"authorization", f"Basic {token}".encode("ascii")))
+    head += [(name.encode("ascii"), value.encode()) for name, value in headers.items()]
+    if content:
+        head.append((b"content-length", str(len(content)).encode("ascii")))
+    return head
+
+
+def redirect_request(
+    response: Response, target: httpx.URL, headers: Mapping[str, str], content: bytes | None,
+) -> tuple[str, dict[str, str], bytes | None]:
+    """The method, headers and body of the request that follows ``response`` to ``target``.
+
+    As browsers (and httpx) do: a 302 or 303 becomes GET (but for HEAD), so
+    does a 301 after a POST; a GET drops the body and its headers; Authorization is dropped when
+    the redirect leaves the origin.
+    """
+    method = response.method
+    turns_to_get = (
+        (response.status in (302, 303) and method != "HEAD")
+        or (response.status == 301 and method == "POST")
+    )
+    if turns_to_get:
+        method = "GET"
+    kept = dict(headers)
+    if method != response.method:
+        kept = {name: value for name, value in kept.items() if name.lower() not in _BODY_HEADERS}
+        content = None
+    if _key(target) != _key(response.url):
+        kept = {name: value for name, value in kept.items() if name.lower() != "authorization"}
+    return method, kept, content
