@@ -315,12 +315,32 @@ async def pollers(params: dict[str, Any], workdir: Path) -> dict[str, Any]:
     }
 
 
+#: W4 adds the jobs of one user starting within this many seconds with one call.
+_W4_ADD_STEP = 0.01
+
+
+def _add_groups(starts: list[float]) -> list[list[int]]:
+    """Indices of ``starts`` grouped by user and by ``_W4_ADD_STEP`` of start time."""
+    groups: list[list[int]] = []
+    for index, start in enumerate(starts):
+        if groups:
+            head = groups[-1][0]
+            same_user = index // _JOBS_PER_USER == head // _JOBS_PER_USER
+            if same_user and start - starts[head] < _W4_ADD_STEP:
+                groups[-1].append(index)
+                continue
+        groups.append([index])
+    return groups
+
+
 async def http_pollers(params: dict[str, Any], workdir: Path) -> dict[str, Any]:
     """W4: ``n`` ``poll_url`` jobs every ``interval`` s against a local server.
 
     The jobs are added through the running engine's facade, spread over one
-    interval (each polls at once when added, then every interval); the window
-    of ``duration`` s starts one interval later, once all are polling.
+    interval (each polls at once when added, then every interval): those of
+    one user starting within the same ``_W4_ADD_STEP`` seconds are added
+    together, with one ``add_jobs`` call. The window of ``duration`` s starts
+    one interval later, once all are polling.
     """
     run = _Run(params, workdir)
     count = int(params["n"])
@@ -329,18 +349,20 @@ async def http_pollers(params: dict[str, Any], workdir: Path) -> dict[str, Any]:
     origins: dict[str, float] = {}
     async with http_server() as base_url, run.running() as engine:
         first = time.time() + 0.5
-        for index, start in enumerate(spread_starts(count, first, interval)):
-            await sleep_until(start)
-            path = f"/poll/{index}"
-            job = await engine.scheduler.add_job(_caller(index), {
+        starts = spread_starts(count, first, interval)
+        for group in _add_groups(starts):
+            await sleep_until(starts[group[0]])
+            specs = [{
                 "job_type": "poll_url",
-                "check_config": {"url": base_url + path, "expected_status": 200},
+                "check_config": {"url": f"{base_url}/poll/{index}", "expected_status": 200},
                 "on_success_message": "{job_id} answered",
                 "on_complete": "bench_sink",
                 "interval_seconds": interval,
                 "max_attempts": 10_000,
-            })
-            origins[path] = job.next_run_at.timestamp()
+            } for index in group]
+            jobs = await engine.scheduler.add_jobs(_caller(group[0]), specs)
+            for index, job in zip(group, jobs, strict=True):
+                origins[f"/poll/{index}"] = job.next_run_at.timestamp()
         window = (first + interval, first + interval + duration)
         check_lead(window[0])  # adding must not eat into the window, or it measures nothing
         await sleep_until(window[0])
