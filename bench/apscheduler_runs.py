@@ -52,6 +52,7 @@ from .common import (
     sleep_until,
     spread_starts,
     trivial_job,
+    w4_window,
 )
 
 __all__ = ["run"]
@@ -358,7 +359,7 @@ async def http_pollers(params: dict[str, Any], workdir: Path, store: str) -> dic
                 await run.note_limits(scheduler)
                 await scheduler.start_in_background()
                 check_lead(first)
-                window = (first + interval, first + interval + duration)
+                window = w4_window(first, interval, duration)
                 await sleep_until(window[0])
                 cpu_start = cpu_seconds()
                 mark("start")

@@ -39,6 +39,7 @@ from .common import (
     peak_rss_mb,
     sleep_until,
     spread_starts,
+    w4_window,
 )
 from .plugin import BenchPlugin
 
@@ -315,32 +316,25 @@ async def pollers(params: dict[str, Any], workdir: Path) -> dict[str, Any]:
     }
 
 
-#: W4 adds the jobs of one user starting within this many seconds with one call.
-_W4_ADD_STEP = 0.01
-
-
-def _add_groups(starts: list[float]) -> list[list[int]]:
-    """Indices of ``starts`` grouped by user and by ``_W4_ADD_STEP`` of start time."""
-    groups: list[list[int]] = []
-    for index, start in enumerate(starts):
-        if groups:
-            head = groups[-1][0]
-            same_user = index // _JOBS_PER_USER == head // _JOBS_PER_USER
-            if same_user and start - starts[head] < _W4_ADD_STEP:
-                groups[-1].append(index)
-                continue
-        groups.append([index])
-    return groups
+def _due_group(starts: list[float], first: int, now: float) -> list[int]:
+    """From index ``first`` on, the indices of one user whose start has come by ``now``."""
+    group = [first]
+    user = first // _JOBS_PER_USER
+    index = first + 1
+    while index < len(starts) and starts[index] <= now and index // _JOBS_PER_USER == user:
+        group.append(index)
+        index += 1
+    return group
 
 
 async def http_pollers(params: dict[str, Any], workdir: Path) -> dict[str, Any]:
     """W4: ``n`` ``poll_url`` jobs every ``interval`` s against a local server.
 
     The jobs are added through the running engine's facade, spread over one
-    interval (each polls at once when added, then every interval): those of
-    one user starting within the same ``_W4_ADD_STEP`` seconds are added
-    together, with one ``add_jobs`` call. The window of ``duration`` s starts
-    one interval later, once all are polling.
+    interval (each polls at once when added, then every interval), each at
+    its start; when adding falls behind, the jobs of one user whose start has
+    come are added together, with one ``add_jobs`` call. The window of
+    ``duration`` s starts one interval later, once all are polling.
     """
     run = _Run(params, workdir)
     count = int(params["n"])
@@ -350,8 +344,11 @@ async def http_pollers(params: dict[str, Any], workdir: Path) -> dict[str, Any]:
     async with http_server() as base_url, run.running() as engine:
         first = time.time() + 0.5
         starts = spread_starts(count, first, interval)
-        for group in _add_groups(starts):
-            await sleep_until(starts[group[0]])
+        next_index = 0
+        while next_index < count:
+            await sleep_until(starts[next_index])
+            group = _due_group(starts, next_index, time.time())
+            next_index = group[-1] + 1
             specs = [{
                 "job_type": "poll_url",
                 "check_config": {"url": f"{base_url}/poll/{index}", "expected_status": 200},
@@ -363,7 +360,7 @@ async def http_pollers(params: dict[str, Any], workdir: Path) -> dict[str, Any]:
             jobs = await engine.scheduler.add_jobs(_caller(group[0]), specs)
             for index, job in zip(group, jobs, strict=True):
                 origins[f"/poll/{index}"] = job.next_run_at.timestamp()
-        window = (first + interval, first + interval + duration)
+        window = w4_window(first, interval, duration)
         check_lead(window[0])  # adding must not eat into the window, or it measures nothing
         await sleep_until(window[0])
         cpu_start = cpu_seconds()

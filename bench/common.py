@@ -41,6 +41,7 @@ __all__ = [
     "sleep_until",
     "spread_starts",
     "trivial_job",
+    "w4_window",
 ]
 
 
@@ -131,6 +132,17 @@ async def sleep_until(moment: float) -> None:
     delay = moment - time.time()
     if delay > 0:
         await anyio.sleep(delay)
+
+
+#: W4's window opens this long after one interval from the first start, so that
+#: adding the last jobs (due just before the interval ends) is over by then.
+W4_SETTLE_SECONDS = 0.25
+
+
+def w4_window(first: float, interval: float, duration: float) -> tuple[float, float]:
+    """W4's measured window: ``duration`` s from one interval (and a settling moment) on."""
+    start = first + interval + W4_SETTLE_SECONDS
+    return start, start + duration
 
 
 def spread_starts(count: int, first: float, interval: float) -> list[float]:
