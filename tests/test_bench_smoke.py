@@ -119,3 +119,15 @@ def test_command_line_runs_both_systems_and_writes_json(tmp_path: Path) -> None:
     assert "circleback sqlite (min / median / max)" in completed.stdout
     if systems != "circleback":
         assert "ratio ÷ apscheduler memory" in completed.stdout
+
+
+@pytest.mark.slow
+def test_http_cost_measures_each_client() -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.http_cost", "--requests", "20", "--width", "2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    lines = completed.stdout.splitlines()
+    assert [line.split(":")[0].strip() for line in lines] == ["httpx", "guarded", "engine check"]
+    assert all(float(line.split(":")[1].split()[0]) > 0 for line in lines)
