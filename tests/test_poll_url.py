@@ -454,6 +454,25 @@ async def test_an_expected_redirect_status_is_not_followed(
     assert final.last_result["status"] == 301
 
 
+async def test_an_expected_redirect_status_completes_whatever_its_location_says(
+    local_settings: Callable[..., Settings], caller: Caller
+) -> None:
+    app = sequence(Reply(status=302, headers={"Location": "http://example.com:port/"}))
+    with HttpServer(app) as server:
+        async with stepping(local_settings()) as (engine, _):
+            expected = await engine.scheduler.add_job(caller, poll(server.url,
+                                                                   expected_status=302))
+            followed = await engine.scheduler.add_job(caller, poll(server.url))
+            assert await engine.run_due_jobs() == 2
+            expected = await engine.scheduler.get_job(caller, expected.id)
+            followed = await engine.scheduler.get_job(caller, followed.id)
+    assert expected.status is JobStatus.COMPLETED
+    assert expected.last_result["status"] == 302
+    assert followed.status is JobStatus.ACTIVE
+    assert followed.last_error is not None
+    assert "Location is not a valid URL" in followed.last_error
+
+
 async def test_https_verifies_the_certificate_of_the_name_while_dialling_the_checked_address(
     local_settings: Callable[..., Settings], caller: Caller, tmp_path: Path
 ) -> None:

@@ -339,8 +339,9 @@ class PollUrlChecker(Checker):
         for hop in range(MAX_REDIRECTS + 1):
             policy.check_url(url)
             async with client.request(method, url, headers=headers, content=content) as response:
-                following = response.redirect_target()
-                if following is None or response.status in expected:
+                # An expected status is the answer, whatever its Location says.
+                following = None if response.status in expected else response.redirect_target()
+                if following is None:
                     body, truncated = await response.read_capped(limit)
                     text = _text(body, response)
                     return _Answer(
