@@ -3,7 +3,8 @@
 A poll is one small request every interval, thousands of them a minute on a
 busy worker, so this client does only what such a request needs: h11 (the
 protocol, parsed by a well-kept library) over anyio streams, a keep-alive pool,
-timeouts for connecting, sending and each read, and a body read up to a cap.
+timeouts for connecting and for each read (the caller bounds the whole), and a
+body read up to a cap.
 A request through it costs a fraction of the CPU of one through httpx's
 client, whose layers (auth, cookies, redirect handling, request and response
 models) a poll does not use.
@@ -51,6 +52,7 @@ __all__ = [
     "ReadTimedOut",
     "Response",
     "TimedOut",
+    "redirect_request",
 ]
 
 _USER_AGENT: Final = b"circleback"
