@@ -110,6 +110,8 @@ class _Connection:
     reused: bool = False
     #: Whether any byte of the current answer arrived.
     answered: bool = False
+    #: Whether it was closed (and its slot freed): closing it again does nothing.
+    discarded: bool = False
     idle_since: float = 0.0
 
     def still_open(self, now: float) -> bool:
@@ -266,11 +268,12 @@ class GuardedClient:
         target = url.raw_path
         connection = await self._connection(key, url)
         try:
-            event = await self._exchange(connection, method, target, head, content)
-        except _Stale:
-            await self._discard(connection)
-            connection = await self._open(key, url)
-            event = await self._exchange_or_discard(connection, method, target, head, content)
+            try:
+                event = await self._exchange(connection, method, target, head, content)
+            except _Stale:
+                await self._discard(connection)
+                connection = await self._open(key, url)
+                event = await self._exchange(connection, method, target, head, content)
         except BaseException:
             await self._discard(connection)
             raise
@@ -284,20 +287,6 @@ class GuardedClient:
                 await self._keep(connection)
             else:
                 await self._discard(connection)
-
-    async def _exchange_or_discard(
-        self,
-        connection: _Connection,
-        method: str,
-        target: bytes,
-        head: list[tuple[bytes, bytes]],
-        content: bytes | None,
-    ) -> h11.Response:
-        try:
-            return await self._exchange(connection, method, target, head, content)
-        except BaseException:
-            await self._discard(connection)
-            raise
 
     async def next_event(self, connection: _Connection) -> h11.Event:
         """The next event of the answer, reading from the network as needed."""
@@ -469,7 +458,14 @@ class GuardedClient:
         self._idle_count += 1
 
     async def _discard(self, connection: _Connection) -> None:
-        """Free ``connection``'s slot and close it at once (no goodbye on the wire)."""
+        """Free ``connection``'s slot and close it at once (no goodbye on the wire).
+
+        Only the first call for a connection does anything, so every path that
+        gives up on one may call it without counting who did already.
+        """
+        if connection.discarded:
+            return
+        connection.discarded = True
         self._slots.release()
         await anyio.aclose_forcefully(connection.stream)
 
