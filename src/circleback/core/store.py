@@ -480,18 +480,27 @@ class Store:
     def _release(
         conn: Connection, table: sa.Table, worker_id: str, pairs: list[tuple[uuid.UUID, int]]
     ) -> int:
-        _lock_rows(conn, table, table.c.id.in_([item_id for item_id, _ in pairs]))
-        result = conn.execute(
-            sa.update(table)
-            .where(
-                table.c.id == sa.bindparam("b_id"),
-                table.c.lease_token == sa.bindparam("b_token"),
-                table.c.lease_owner == worker_id,
+        # Counted from the fence: drivers need not report an ``executemany``'s row count
+        # (asyncpg does not).
+        status = _ACTIVE if table is jobs else _PENDING
+        tokens = _fence(conn, table, [item_id for item_id, _ in pairs], worker_id, status)
+        held = [
+            {"b_id": item_id, "b_token": token}
+            for item_id, token in pairs
+            if tokens.get(item_id) == token
+        ]
+        if held:
+            conn.execute(
+                sa.update(table)
+                .where(
+                    table.c.id == sa.bindparam("b_id"),
+                    table.c.lease_token == sa.bindparam("b_token"),
+                    table.c.lease_owner == worker_id,
+                )
+                .values(lease_owner=None, lease_expires_at=None),
+                held,
             )
-            .values(lease_owner=None, lease_expires_at=None),
-            [{"b_id": job_id, "b_token": token} for job_id, token in pairs],
-        )
-        return int(result.rowcount)
+        return len(held)
 
     @staticmethod
     def renew_leases_sync(
@@ -518,20 +527,20 @@ class Store:
             mine = _lock_rows(
                 conn,
                 table,
-                table.c.id.in_(list(held)),
+                _id_in(conn, table, held),
                 table.c.lease_owner == worker_id,
                 skip_locked=True,
             )
             if mine:
                 conn.execute(
                     sa.update(table)
-                    .where(table.c.id.in_(mine), table.c.lease_owner == worker_id)
+                    .where(_id_in(conn, table, mine), table.c.lease_owner == worker_id)
                     .values(lease_expires_at=expires)
                 )
             taken.update(
                 conn.execute(
                     sa.select(table.c.id).where(
-                        table.c.id.in_(list(held)),
+                        _id_in(conn, table, held),
                         table.c.lease_owner.is_not(None),
                         table.c.lease_owner != worker_id,
                     )
@@ -602,7 +611,7 @@ class Store:
             if expired:
                 result = conn.execute(
                     sa.update(table)
-                    .where(table.c.id.in_(expired), table.c.lease_expires_at <= now)
+                    .where(_id_in(conn, table, expired), table.c.lease_expires_at <= now)
                     .values(lease_owner=None, lease_expires_at=None)
                 )
                 count += int(result.rowcount)
@@ -785,7 +794,7 @@ def _fence(
         return _sqlite_fence(conn, table, ids, worker_id, status)
     query = (
         sa.select(table.c.id, table.c.lease_token, table.c.lease_owner, table.c.status)
-        .where(table.c.id.in_(ids))
+        .where(_id_in(conn, table, ids))
         .order_by(table.c.id)
     )
     if conn.dialect.name == "postgresql":
@@ -851,12 +860,9 @@ def _update_grouped(
             params = {"b_id": ids[0]} | {f"b_{name}": value for name, value in values.items()}
             singles.setdefault(tuple(values), []).append(params)
             continue
-        for start in range(0, len(ids), _MAX_IDS_PER_STATEMENT):
-            conn.execute(
-                sa.update(table)
-                .where(table.c.id.in_(ids[start : start + _MAX_IDS_PER_STATEMENT]))
-                .values(values | constant)
-            )
+        conn.execute(
+            sa.update(table).where(_id_in(conn, table, ids)).values(values | constant)
+        )
     for names, many in singles.items():
         _executemany(
             conn,
@@ -957,8 +963,26 @@ def _changes(before: object, after: object, fields: Sequence[str]) -> dict[str, 
     return changed
 
 
-#: Ids per ``IN (...)`` list: well under SQLite's and PostgreSQL's limits on parameters.
-_MAX_IDS_PER_STATEMENT = 5_000
+#: A list of ids as one parameter on PostgreSQL.
+_UUID_ARRAY = sa.ARRAY(sa.Uuid())
+
+
+def _id_in(conn: Connection, table: sa.Table, ids: Iterable[uuid.UUID]) -> sa.ColumnElement[bool]:
+    """``table.id`` is one of ``ids``, in SQL that is the same however many there are.
+
+    Drivers keep prepared statements by their text (the sqlite3 module the
+    last 128 per connection, asyncpg the last 100): ``IN (?, ?, …)`` would be
+    new text for each length of the list, parsed and planned again and kept,
+    thousands of placeholders long. The ids go as one value instead: on SQLite
+    a JSON array of the stored text (32 hex digits, SQLAlchemy's ``Uuid``
+    there), on PostgreSQL an array of UUIDs.
+    """
+    if conn.dialect.name == "sqlite":
+        listed = sa.func.json_each(
+            sa.bindparam(None, json.dumps([item.hex for item in ids]), type_=sa.String())
+        ).table_valued("value")
+        return table.c.id.in_(sa.select(listed.c.value))
+    return table.c.id == sa.any_(sa.bindparam(None, list(ids), type_=_UUID_ARRAY))
 
 
 def _hashable(value: Any) -> Any:
