@@ -51,6 +51,16 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
             return dialect.type_descriptor(SQLiteDateTimeText())  # type: ignore[no-untyped-call]
         return dialect.type_descriptor(self.impl_instance)
 
+    def bind_processor(self, dialect: Dialect) -> Any:
+        if dialect.name == "sqlite":
+            return _utc_text
+        return super().bind_processor(dialect)
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> Any:
+        if dialect.name == "sqlite":
+            return _utc_from_text
+        return super().result_processor(dialect, coltype)
+
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
@@ -65,6 +75,32 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)  # type: ignore[no-any-return]
         return value.astimezone(UTC)  # type: ignore[no-any-return]
+
+
+def _utc_text(value: datetime | None) -> str | None:
+    """:class:`UTCDateTime` to SQLite in one step: the naive UTC text SQLAlchemy would write.
+
+    Every claim and recording converts several times per job; SQLAlchemy's
+    chain (``process_bind_param``, then the column type's processor) costs
+    about half again as much.
+    """
+    if value is None:
+        return None
+    if value.tzinfo is not UTC:
+        if value.tzinfo is None:
+            raise ValueError("circleback stores aware datetimes only")
+        value = value.astimezone(UTC)
+    return value.isoformat(" ", "microseconds")[:-6]  # without its "+00:00"
+
+
+def _utc_from_text(value: str | None) -> datetime | None:
+    """SQLite's naive UTC text to an aware datetime in one parse."""
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value + "+00:00")
+    except ValueError:  # text that carries an offset of its own
+        return datetime.fromisoformat(value).astimezone(UTC)
 
 
 class JSONDocument(sa.TypeDecorator[Any]):
