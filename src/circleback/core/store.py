@@ -836,10 +836,11 @@ def _update_grouped(
 ) -> None:
     """Write each row's new values (plus ``constant``) to the row with that id.
 
-    Rows with the same new values share one ``UPDATE ... WHERE id IN (...)``:
-    a batch of timers that fired together, or of messages sent together, is a
-    statement or two instead of a statement's parameters processed per row.
-    Rows whose values are their own go in one ``executemany`` per set of columns.
+    Rows with the same new values share one ``UPDATE ... WHERE id IN (...)``
+    (the ids as one parameter, :func:`_id_in`): a batch of timers that fired
+    together, or of messages sent together, is one row of parameters instead
+    of one per job. Such groups, and rows whose values are their own, go in
+    one ``executemany`` per set of columns, its SQL compiled once.
     """
     groups: dict[tuple[Any, ...], tuple[dict[str, Any], list[uuid.UUID]]] = {}
     for row_id, values in rows:
@@ -855,13 +856,23 @@ def _update_grouped(
         else:
             group[1].append(row_id)
     singles: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    shared: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for values, ids in groups.values():
+        params = {f"b_{name}": value for name, value in values.items()}
         if len(ids) == 1:
-            params = {"b_id": ids[0]} | {f"b_{name}": value for name, value in values.items()}
-            singles.setdefault(tuple(values), []).append(params)
-            continue
-        conn.execute(
-            sa.update(table).where(_id_in(conn, table, ids)).values(values | constant)
+            singles.setdefault(tuple(values), []).append(params | {"b_id": ids[0]})
+        else:
+            shared.setdefault(tuple(values), []).append(params | {"b_ids": _ids_value(conn, ids)})
+    for names, many in shared.items():
+        _executemany(
+            conn,
+            ("update shared", table.name, names, tuple(constant.items())),
+            lambda names=names: (  # type: ignore[misc]
+                sa.update(table)
+                .where(_id_in(conn, table, (), key="b_ids"))
+                .values({name: sa.bindparam(f"b_{name}") for name in names} | constant)
+            ),
+            many,
         )
     for names, many in singles.items():
         _executemany(
@@ -967,7 +978,9 @@ def _changes(before: object, after: object, fields: Sequence[str]) -> dict[str, 
 _UUID_ARRAY = sa.ARRAY(sa.Uuid())
 
 
-def _id_in(conn: Connection, table: sa.Table, ids: Iterable[uuid.UUID]) -> sa.ColumnElement[bool]:
+def _id_in(
+    conn: Connection, table: sa.Table, ids: Iterable[uuid.UUID], key: str | None = None
+) -> sa.ColumnElement[bool]:
     """``table.id`` is one of ``ids``, in SQL that is the same however many there are.
 
     Drivers keep prepared statements by their text (the sqlite3 module the
@@ -975,14 +988,23 @@ def _id_in(conn: Connection, table: sa.Table, ids: Iterable[uuid.UUID]) -> sa.Co
     new text for each length of the list, parsed and planned again and kept,
     thousands of placeholders long. The ids go as one value instead: on SQLite
     a JSON array of the stored text (32 hex digits, SQLAlchemy's ``Uuid``
-    there), on PostgreSQL an array of UUIDs.
+    there), on PostgreSQL an array of UUIDs. With ``key``, the parameter has
+    that name, for statements whose rows give it (:func:`_ids_value`).
     """
-    if conn.dialect.name == "sqlite":
-        listed = sa.func.json_each(
-            sa.bindparam(None, json.dumps([item.hex for item in ids]), type_=sa.String())
-        ).table_valued("value")
+    sqlite = conn.dialect.name == "sqlite"
+    ids_type = sa.String() if sqlite else _UUID_ARRAY
+    param = sa.bindparam(key, _ids_value(conn, ids), type_=ids_type)
+    if sqlite:
+        listed = sa.func.json_each(param).table_valued("value")
         return table.c.id.in_(sa.select(listed.c.value))
-    return table.c.id == sa.any_(sa.bindparam(None, list(ids), type_=_UUID_ARRAY))
+    return table.c.id == sa.any_(param)
+
+
+def _ids_value(conn: Connection, ids: Iterable[uuid.UUID]) -> Any:
+    """A list of ids as the one parameter :func:`_id_in` compares with."""
+    if conn.dialect.name == "sqlite":
+        return json.dumps([item.hex for item in ids])
+    return list(ids)
 
 
 def _hashable(value: Any) -> Any:
