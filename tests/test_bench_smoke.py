@@ -131,3 +131,17 @@ def test_http_cost_measures_each_client() -> None:
     lines = completed.stdout.splitlines()
     assert [line.split(":")[0].strip() for line in lines] == ["httpx", "guarded", "engine check"]
     assert all(float(line.split(":")[1].split()[0]) > 0 for line in lines)
+
+
+def test_sqlite_memory_reads_sqlites_memory_while_polls_run() -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.sqlite_memory", "--n", "20", "--interval", "1",
+         "--duration", "2", "--every", "0.5"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    lines = completed.stdout.splitlines()
+    readings = [line for line in lines if "SQLite" in line]
+    assert readings, completed.stdout
+    assert all(float(line.split("SQLite")[1].split()[0]) > 0 for line in readings)
+    assert lines[-1].startswith("checks done ")
