@@ -4,7 +4,8 @@ Every store verb is a plain function of a SQLAlchemy ``Connection`` that runs
 inside one transaction. A :class:`TransactionRunner` decides where it runs:
 
 - ``async`` driver (asyncio only): an ``AsyncEngine`` (aiosqlite, asyncpg),
-  the function running through ``AsyncConnection.run_sync``;
+  the function running through ``AsyncConnection.run_sync`` (aiosqlite with
+  one trip to its thread per statement: :mod:`.aiosqlite_driver`);
 - ``thread`` driver (asyncio and trio): a synchronous ``Engine`` (sqlite3,
   psycopg), the function running in a worker thread.
 
@@ -204,6 +205,11 @@ class TransactionRunner:
                 if server_settings:
                     options.setdefault("connect_args", {"server_settings": server_settings})
         if mode == "async":
+            if self.dialect_name == "sqlite":
+                from . import aiosqlite_driver  # imports aiosqlite: only for a SQLite store
+
+                if (module := aiosqlite_driver.dbapi()) is not None:
+                    options.setdefault("module", module)
             self._async_engine = create_async_engine(url, **options)
             sync_engine = self._async_engine.sync_engine
         else:
