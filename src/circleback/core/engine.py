@@ -33,7 +33,7 @@ from .pipeline import WorkPipeline
 from .plugins import PluginRegistry, make_plugin_manager
 from .scheduler import Scheduler
 from .settings import Settings
-from .state import CheckResult, apply_event
+from .state import CheckResult, apply_event, ends_job, next_interval
 from .store import DeliveryUpdate, Store
 from .wakeups import PostgresWakeups
 
@@ -130,6 +130,7 @@ class Engine:
             due_at=_next_run_at,
             lookahead_seconds=tuning.claim_ahead,
             record_linger_seconds=tuning.record_linger_seconds,
+            linger_for=self._linger_for_check,
             timer_slack_seconds=tuning.timer_slack_seconds,
         )
         self._deliveries = WorkPipeline[OutboxEntry, DeliveryUpdate](
@@ -366,6 +367,22 @@ class Engine:
         if result is outcome.result and error is outcome.error:
             return outcome
         return attrs.evolve(outcome, result=result, error=error)
+
+    def _linger_for_check(self, job: Job, outcome: CheckOutcome) -> float:
+        """How long a check's result may wait to be recorded with others.
+
+        A result that finishes the job has a message someone waits for. One that
+        leaves the job waiting may wait longer, but must be written before the
+        claim that would take the job's next check: until then the job is still
+        leased here, and that claim would miss it.
+        """
+        tuning = self.settings.tuning
+        if ends_job(job, outcome) or tuning.not_yet_linger_seconds <= tuning.record_linger_seconds:
+            return tuning.record_linger_seconds
+        step = next_interval(job, job.attempts + 1)
+        until_claim = (job.next_run_at - self.clock.now()).total_seconds() + step
+        until_claim -= tuning.claim_ahead
+        return max(tuning.record_linger_seconds, min(tuning.not_yet_linger_seconds, until_claim))
 
     async def _record_checks(self, results: list[tuple[Job, CheckOutcome]]) -> datetime | None:
         """Record check outcomes; returns when the earliest job still waiting is due again."""

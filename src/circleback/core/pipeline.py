@@ -17,9 +17,12 @@ are leased early, wait in memory, and the dispatcher hands each to a worker
 at the moment it falls due. One claim then serves every item falling due over
 the next stretch of time, instead of one claim per item, and an item starts
 on time rather than after a claim's round trip. Results are recorded in
-batches: the recorder lingers briefly (``record_linger_seconds``) after the
-first result for more to arrive, so a steady trickle of results costs a few
-transactions a second rather than one each. Likewise the dispatcher, woken
+batches: the recorder lingers after the first result for more to arrive, so
+a steady trickle of results costs a few transactions a second rather than one
+each. Each result says how long it may wait (``linger_for``; by default
+``record_linger_seconds``): one that someone is waiting for goes out within
+moments, one that nobody needs soon — a poll that answered "not yet" and is
+not due again for a while — may wait much longer, in company. Likewise the dispatcher, woken
 for the next item falling due, may sleep a little longer (``timer_slack_seconds``)
 so that items falling due close together start on one wake-up.
 """
@@ -70,6 +73,7 @@ class WorkPipeline(Generic[ItemT, ResultT]):
         due_at: Callable[[ItemT], datetime] | None = None,
         lookahead_seconds: float = 0.0,
         record_linger_seconds: float = 0.0,
+        linger_for: Callable[[ItemT, ResultT], float] | None = None,
         timer_slack_seconds: float = 0.0,
     ) -> None:
         self._name = name
@@ -86,6 +90,7 @@ class WorkPipeline(Generic[ItemT, ResultT]):
         self._due_at = due_at
         self._lookahead = lookahead_seconds if due_at is not None else 0.0
         self._linger = record_linger_seconds
+        self._linger_for = linger_for
         # Slack saves real wake-ups; a clock moved by hand wakes sleepers only when moved,
         # and whoever moves it to an item's due moment expects the item to start.
         self._slack = timedelta(
@@ -97,8 +102,12 @@ class WorkPipeline(Generic[ItemT, ResultT]):
         self._in_flight: dict[int, ItemT] = {}
         #: Claimed items not due yet, by due time (serials break ties; items never compare).
         self._waiting: list[tuple[datetime, int, ItemT]] = []
-        #: Set when a full batch of results waits for the recorder.
+        #: Set when a full batch of results waits for the recorder (or when stopping).
         self._batch_full: anyio.Event | None = None
+        #: When the results waiting for the recorder must be recorded (``current_time``).
+        self._record_by: float | None = None
+        #: The recorder's wait for more results; cancelled when ``_record_by`` moves earlier.
+        self._record_wait: anyio.CancelScope | None = None
         #: Claimed items no worker has taken yet, and the tasks working through them.
         self._queue: deque[tuple[int, ItemT]] = deque()
         self._workers_starting = 0
@@ -207,6 +216,8 @@ class WorkPipeline(Generic[ItemT, ResultT]):
     def stop(self) -> None:
         """Stop claiming; :meth:`run` returns once the items in flight are settled."""
         self._stopping = True
+        if self._batch_full is not None:
+            self._batch_full.set()
         self.wake()
 
     async def run_once(self) -> int:
@@ -391,9 +402,19 @@ class WorkPipeline(Generic[ItemT, ResultT]):
                 send.send_nowait((serial, item, result))
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 return  # the recorder is gone (stopping): the item stays in flight, released
+            self._note_result(item, result)
             full = self._batch_full
             if full is not None and send.statistics().current_buffer_used >= self._batch_size:
                 full.set()
+
+    def _note_result(self, item: ItemT, result: ResultT) -> None:
+        """Move the recorder's deadline earlier if this result may not wait as long."""
+        linger = self._linger if self._linger_for is None else self._linger_for(item, result)
+        by = anyio.current_time() + linger
+        if self._record_by is None or by < self._record_by:
+            self._record_by = by
+            if self._record_wait is not None:
+                self._record_wait.cancel()
 
     async def _record_loop(
         self, receive: MemoryObjectReceiveStream[tuple[int, ItemT, ResultT]]
@@ -401,18 +422,15 @@ class WorkPipeline(Generic[ItemT, ResultT]):
         async with receive:
             async for first in receive:
                 batch = [first]
-                if self._linger > 0 and not self._stopping:
-                    # Wait a moment for more results: one transaction for many.
-                    self._batch_full = anyio.Event()
-                    if receive.statistics().current_buffer_used + 1 < self._batch_size:
-                        with anyio.move_on_after(self._linger):
-                            await self._batch_full.wait()
-                    self._batch_full = None
+                await self._wait_for_company(receive)
                 while len(batch) < self._batch_size:
                     try:
                         batch.append(receive.receive_nowait())
                     except (anyio.WouldBlock, anyio.EndOfStream):
                         break
+                # Results that did not fit in this batch go in the next one at once.
+                left = receive.statistics().current_buffer_used
+                self._record_by = anyio.current_time() if left else None
                 due: datetime | None = None
                 with anyio.CancelScope(shield=True):
                     try:
@@ -435,6 +453,26 @@ class WorkPipeline(Generic[ItemT, ResultT]):
                     or (due is not None and (self._deadline is None or due < self._deadline))
                 ):
                     self.wake()
+
+    async def _wait_for_company(
+        self, receive: MemoryObjectReceiveStream[tuple[int, ItemT, ResultT]]
+    ) -> None:
+        """Wait for more results until one waiting must be recorded, or a batch is full."""
+        full = self._batch_full = anyio.Event()
+        try:
+            while not full.is_set() and not self._stopping:
+                if receive.statistics().current_buffer_used + 1 >= self._batch_size:
+                    return
+                by = self._record_by
+                left = 0.0 if by is None else by - anyio.current_time()
+                if left <= 0:
+                    return
+                with anyio.move_on_after(left) as wait:
+                    self._record_wait = wait
+                    await full.wait()
+        finally:
+            self._record_wait = None
+            self._batch_full = None
 
     async def _sleep_until_due(self, claimed_at: datetime) -> None:
         """Sleep until the next item falls due, a wake-up, or the longest sleep.

@@ -70,6 +70,12 @@ class EngineTuning:
     #: How long the recorder waits after a result for more, to write them in one
     #: transaction; 0 writes whatever has arrived at once.
     record_linger_seconds: float = attrs.field(default=0.05, validator=_not_negative)
+    #: How long the result of a check that leaves its job waiting for the next one
+    #: ("not yet") may wait to be written with others — never past the moment the
+    #: job's next check would be claimed. Nobody waits for such a result, so the
+    #: worker gathers many into one transaction instead of writing a few at a time.
+    #: Results that finish a job go out within ``record_linger_seconds``.
+    not_yet_linger_seconds: float = attrs.field(default=1.0, validator=_not_negative)
     #: How much later than its due moment a check may start, so that checks falling
     #: due close together start on one wake-up of the worker instead of one each.
     timer_slack_seconds: float = attrs.field(default=0.002, validator=_not_negative)

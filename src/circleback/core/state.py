@@ -28,6 +28,7 @@ __all__ = [
     "OutgoingMessage",
     "Transition",
     "apply_event",
+    "ends_job",
     "next_interval",
 ]
 
@@ -198,6 +199,14 @@ def _finish(
     return Transition(job=finished, changed=True, message=message)
 
 
+def ends_job(job: Job, outcome: CheckOutcome) -> bool:
+    """Whether a check of active ``job`` with ``outcome`` finishes it (see :func:`apply_event`)."""
+    return (
+        outcome.status is not CheckStatus.NOT_YET
+        or min(job.attempts + 1, job.max_attempts) >= job.max_attempts
+    )
+
+
 def apply_event(
     job: Job,
     event: Event,
@@ -238,7 +247,7 @@ def apply_event(
             job, now, status=JobStatus.COMPLETED, attempts=attempts, outcome=outcome,
             description=what, result_limit=result_limit,
         )
-    if outcome.status is CheckStatus.FAILED or attempts >= job.max_attempts:
+    if ends_job(job, outcome):
         return _finish(
             job, now, status=JobStatus.FAILED, attempts=attempts, outcome=outcome,
             description=what, result_limit=result_limit,
