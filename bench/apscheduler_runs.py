@@ -18,26 +18,18 @@ from __future__ import annotations
 
 import random
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
-import httpx
-import sqlalchemy as sa
-from apscheduler import AsyncScheduler, Schedule, TaskDefaults, current_job
+from apscheduler import AsyncScheduler, TaskDefaults, current_job
 from apscheduler.abc import DataStore
 from apscheduler.datastores.memory import MemoryDataStore
-from apscheduler.datastores.sqlalchemy import SQLAlchemyDataStore
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from circleback import EngineTuning
-from circleback.core.settings import HttpTuning
-
+from . import peer_limits
 from .common import (
     RECORDER,
     check_lead,
@@ -55,13 +47,16 @@ from .common import (
     w4_window,
 )
 
+if TYPE_CHECKING:
+    import httpx
+
 __all__ = ["run"]
 
 #: Seconds per add assumed without calibration (``calibrate=0``: tiny smoke runs).
 _UNCALIBRATED_SECONDS_PER_ADD = 0.01
 
 #: As many jobs at once as circleback allows itself checks at once.
-MAX_CONCURRENT_JOBS = EngineTuning().max_concurrent_checks
+MAX_CONCURRENT_JOBS = peer_limits.MAX_CONCURRENT_JOBS
 _BULK_CHUNK = 10_000
 
 
@@ -76,34 +71,23 @@ def _at(moment: float) -> datetime:
     return datetime.fromtimestamp(moment, UTC)
 
 
-def _sqlite_engine(path: Path) -> AsyncEngine:
-    engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
-
-    @event.listens_for(engine.sync_engine, "connect")
-    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
-
-    return engine
-
-
 class _Run:
     def __init__(self, params: dict[str, Any], workdir: Path, store: str) -> None:
         self.params = params
         self.workdir = workdir
         self.store_kind = store
         self.timeout = float(params.get("timeout", 900.0))
-        self._engines: list[AsyncEngine] = []
+        self._engines: list[Any] = []
         self.meta: dict[str, Any] = {}
 
     def data_store(self, name: str = "apscheduler.db") -> DataStore:
         if self.store_kind == "memory":
             return MemoryDataStore()
-        engine = _sqlite_engine(self.workdir / name)
+        from .apscheduler_sqlite import sqlite_store
+
+        store, engine = sqlite_store(self.workdir / name)
         self._engines.append(engine)
-        return SQLAlchemyDataStore(engine)
+        return store
 
     def scheduler(self, store: DataStore) -> AsyncScheduler:
         return AsyncScheduler(
@@ -149,39 +133,22 @@ async def store_idle_schedules(scheduler: AsyncScheduler, count: int, due: datet
     """
     store = scheduler.data_store
     task = await scheduler.configure_task(trivial_job)
-    if not isinstance(store, SQLAlchemyDataStore):
+    if isinstance(store, MemoryDataStore):
         for _ in range(count):
             await scheduler.add_schedule(trivial_job, DateTrigger(due), args=[due.timestamp()])
         return
-    trigger = DateTrigger(due)
-    template = Schedule(
-        id="template",
-        task_id=task.id,
-        trigger=trigger,
-        args=(due.timestamp(),),
-        job_executor=task.job_executor,
-    )
-    template.next_fire_time = trigger.next()
-    base = store._convert_outgoing_fire_times(template.marshal(store.serializer))
-    engine = store._engine
-    assert isinstance(engine, AsyncEngine)
-    table = store._t_schedules
-    for first in range(0, count, _BULK_CHUNK):
-        size = min(count, first + _BULK_CHUNK) - first
-        rows = [dict(base, id=str(uuid.uuid4())) for _ in range(size)]
-        async with engine.begin() as conn:
-            await conn.execute(table.insert(), rows)
+    from .apscheduler_sqlite import store_idle_rows
+
+    await store_idle_rows(store, task.id, task.job_executor, count, due, _BULK_CHUNK)
 
 
 async def _count_schedules(scheduler: AsyncScheduler) -> int:
     store = scheduler.data_store
-    if isinstance(store, SQLAlchemyDataStore):
-        engine = store._engine
-        assert isinstance(engine, AsyncEngine)
-        async with engine.connect() as conn:
-            query = sa.select(sa.func.count()).select_from(store._t_schedules)
-            return int((await conn.execute(query)).scalar_one())
-    return len(await scheduler.get_schedules())
+    if isinstance(store, MemoryDataStore):
+        return len(await scheduler.get_schedules())
+    from .apscheduler_sqlite import count_schedules
+
+    return await count_schedules(store)
 
 
 async def burst(params: dict[str, Any], workdir: Path, store: str) -> dict[str, Any]:
@@ -310,7 +277,7 @@ async def pollers(params: dict[str, Any], workdir: Path, store: str) -> dict[str
 
 
 #: The HTTP client of W4's job body, one per run (like circleback's checker has one).
-_HTTP: httpx.AsyncClient | None = None
+_HTTP: httpx.AsyncClient | None = None  # httpx is imported by the W4 run only
 
 
 async def http_poll_job(url: str) -> bool:
@@ -321,12 +288,15 @@ async def http_poll_job(url: str) -> bool:
 
 
 def _http_client() -> httpx.AsyncClient:
-    tuning = HttpTuning()
+    import httpx
+
     return httpx.AsyncClient(
-        timeout=httpx.Timeout(tuning.read_timeout_seconds, connect=tuning.connect_timeout_seconds),
+        timeout=httpx.Timeout(
+            peer_limits.READ_TIMEOUT_SECONDS, connect=peer_limits.CONNECT_TIMEOUT_SECONDS
+        ),
         limits=httpx.Limits(
-            max_connections=tuning.max_connections,
-            max_keepalive_connections=tuning.max_keepalive_connections,
+            max_connections=peer_limits.MAX_CONNECTIONS,
+            max_keepalive_connections=peer_limits.MAX_KEEPALIVE_CONNECTIONS,
         ),
         follow_redirects=False,
         trust_env=False,

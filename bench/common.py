@@ -22,7 +22,6 @@ from pathlib import Path
 
 import anyio
 import anyio.to_thread
-import httpx
 
 __all__ = [
     "OVERRAN",
@@ -201,6 +200,8 @@ async def http_server() -> AsyncIterator[str]:
 
 async def http_arrivals(base_url: str) -> list[tuple[str, float]]:
     """Every request the server received: (path, arrival epoch seconds)."""
+    import httpx  # here: a run's process pays only for what the run itself uses
+
     async with httpx.AsyncClient(timeout=30) as client:
         response = await client.get(f"{base_url}/__stats")
         response.raise_for_status()

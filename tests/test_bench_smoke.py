@@ -145,3 +145,38 @@ def test_sqlite_memory_reads_sqlites_memory_while_polls_run() -> None:
     assert readings, completed.stdout
     assert all(float(line.split("SQLite")[1].split()[0]) > 0 for line in readings)
     assert lines[-1].startswith("checks done ")
+
+
+def test_the_peer_gets_circlebacks_own_limits() -> None:
+    from bench import peer_limits
+
+    from circleback import HttpTuning
+
+    http = HttpTuning()
+    assert EngineTuning().max_concurrent_checks == peer_limits.MAX_CONCURRENT_JOBS
+    assert (
+        http.connect_timeout_seconds, http.read_timeout_seconds,
+        http.max_connections, http.max_keepalive_connections,
+    ) == (
+        peer_limits.CONNECT_TIMEOUT_SECONDS, peer_limits.READ_TIMEOUT_SECONDS,
+        peer_limits.MAX_CONNECTIONS, peer_limits.MAX_KEEPALIVE_CONNECTIONS,
+    )
+
+
+def test_an_apscheduler_run_loads_nothing_it_does_not_use() -> None:
+    """Peak RSS is compared: a peer's process must not carry circleback's modules,
+    nor SQLAlchemy when its store is in memory."""
+    _require_apscheduler()
+    probe = (
+        "import sys, json\n"
+        "from bench import apscheduler_runs\n"
+        "before = {'circleback': 'circleback' in sys.modules,"
+        " 'sqlalchemy': 'sqlalchemy' in sys.modules}\n"
+        "apscheduler_runs._Run({}, __import__('pathlib').Path('.'), 'memory').data_store()\n"
+        "print(json.dumps(before | {'after_memory_store': 'sqlalchemy' in sys.modules}))\n"
+    )
+    answer = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
+                            text=True, check=True)
+    assert json.loads(answer.stdout) == {
+        "circleback": False, "sqlalchemy": False, "after_memory_store": False,
+    }
