@@ -30,7 +30,7 @@ import select
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Final
 
 import anyio
@@ -38,8 +38,10 @@ import anyio.abc
 import attrs
 import h11
 import httpx
+import sniffio
 from anyio.streams.tls import TLSStream
 
+from . import asyncio_stream
 from .httpclient import body_decoder, ssl_context
 from .netguard import NetworkPolicy
 from .settings import HttpTuning
@@ -104,8 +106,9 @@ class _Connection:
     key: _Key
     stream: anyio.abc.ByteStream
     protocol: h11.Connection
-    #: The socket under the stream, to see whether an idle connection is still open.
-    raw_socket: socket.socket | None
+    #: Whether anything arrived while the connection sat idle (the server closed it, or
+    #: sent something unasked): such a connection is not reused.
+    has_news: Callable[[], bool]
     #: Whether an earlier request already went over it (so the server may have dropped it).
     reused: bool = False
     #: Whether any byte of the current answer arrived.
@@ -122,7 +125,18 @@ class _Connection:
         """
         if now - self.idle_since > KEEPALIVE_SECONDS:
             return False
-        return self.raw_socket is None or not _readable(self.raw_socket)
+        return not self.has_news()
+
+
+def _news_of(stream: anyio.abc.ByteStream) -> Callable[[], bool]:
+    """How to tell whether anything arrived on ``stream`` while it sat idle."""
+    inner = stream.transport_stream if isinstance(stream, TLSStream) else stream
+    if isinstance(inner, asyncio_stream.AsyncioTCPStream):
+        return inner.has_news
+    raw = stream.extra(anyio.abc.SocketAttribute.raw_socket, None)
+    if raw is None:
+        return lambda: False
+    return lambda: _readable(raw)
 
 
 def _readable(sock: socket.socket) -> bool:
@@ -385,9 +399,8 @@ class GuardedClient:
         except BaseException:
             self._slots.release()
             raise
-        raw = stream.extra(anyio.abc.SocketAttribute.raw_socket, None)
         return _Connection(key=key, stream=stream, protocol=h11.Connection(h11.CLIENT),
-                           raw_socket=raw)
+                           has_news=_news_of(stream))
 
     async def _take_slot(self) -> None:
         try:
@@ -414,9 +427,14 @@ class GuardedClient:
                     raise HttpFailure(f"could not resolve {host}: {_message(exc)}") from None
                 stream: anyio.abc.ByteStream | None = None
                 failure: OSError | None = None
+                connect = (
+                    asyncio_stream.connect_tcp
+                    if sniffio.current_async_library() == "asyncio"
+                    else anyio.connect_tcp
+                )
                 for address in addresses:
                     try:
-                        stream = await anyio.connect_tcp(str(address), port)
+                        stream = await connect(str(address), port)
                         break
                     except OSError as exc:
                         failure = exc
