@@ -969,7 +969,9 @@ def _changes(before: object, after: object, fields: Sequence[str]) -> dict[str, 
         if type(old) is type(new) and not isinstance(old, _CONTAINERS):
             if old != new:
                 changed[name] = new
-        elif _hashable(old) != _hashable(new):
+        # Unequal values are written (at worst a value stored the same is written again);
+        # equal ones may still be stored differently (``True`` and ``1`` inside JSON).
+        elif old != new or _hashable(old) != _hashable(new):
             changed[name] = new
     return changed
 

@@ -1,0 +1,52 @@
+"""A recording writes every field whose stored form changes, and may skip the others.
+
+``_changes`` decides which fields of a job a recording writes. Skipping a
+field whose stored value would differ loses data, so for any two values —
+JSON documents where ``True``, ``1`` and ``1.0`` are stored differently,
+lists and tuples, nested containers — a field is left out only when both
+values are stored alike.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import attrs
+from hypothesis import given
+from hypothesis import strategies as st
+
+from circleback.core.store import _changes
+
+scalars = st.none() | st.booleans() | st.integers(-3, 3) | st.sampled_from([0.0, 1.0, -1.0]) | (
+    st.text(max_size=3)
+)
+documents = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.tuples(inner, inner)
+    | st.dictionaries(st.text(max_size=2), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+@attrs.frozen
+class _Row:
+    value: Any
+
+
+def _stored(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+@given(old=documents, new=documents)
+def test_a_field_is_skipped_only_when_stored_alike(old: Any, new: Any) -> None:
+    changed = _changes(_Row(old), _Row(new), ["value"])
+    if "value" not in changed:
+        assert _stored(old) == _stored(new)
+    else:
+        assert changed["value"] is new
+
+
+@given(value=documents)
+def test_an_unchanged_value_is_not_written(value: Any) -> None:
+    assert _changes(_Row(value), _Row(value), ["value"]) == {}
