@@ -300,8 +300,11 @@ class PollUrlChecker(Checker):
         tuning = runtime.settings.http
         started = anyio.current_time()
         try:
-            with anyio.fail_after(tuning.total_timeout_seconds):
+            # A bare cancel scope rather than fail_after: the same deadline, cheaper per check.
+            with anyio.CancelScope(deadline=started + tuning.total_timeout_seconds) as scope:
                 answer = await self._fetch(client, policy, config, tuning.max_response_bytes)
+            if scope.cancelled_caught:
+                raise TimeoutError
         except TimeoutError:
             return CheckOutcome.not_yet(
                 f"no complete answer from {config['url']} within "

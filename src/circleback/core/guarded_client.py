@@ -320,10 +320,11 @@ class GuardedClient:
             if event is not h11.NEED_DATA:
                 return event  # type: ignore[return-value]  # h11's sentinels are classes
             try:
-                with anyio.fail_after(self._tuning.read_timeout_seconds):
+                deadline = anyio.current_time() + self._tuning.read_timeout_seconds
+                with anyio.CancelScope(deadline=deadline) as waited:
                     data = await connection.stream.receive(_READ_SIZE)
-            except TimeoutError:
-                raise ReadTimedOut(ReadTimedOut.what) from None
+                if waited.cancelled_caught:
+                    raise ReadTimedOut(ReadTimedOut.what)
             except (anyio.EndOfStream, anyio.BrokenResourceError):
                 data = b""
             except (OSError, ssl.SSLError) as exc:
