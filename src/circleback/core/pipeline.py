@@ -22,9 +22,10 @@ a steady trickle of results costs a few transactions a second rather than one
 each. Each result says how long it may wait (``linger_for``; by default
 ``record_linger_seconds``): one that someone is waiting for goes out within
 moments, one that nobody needs soon — a poll that answered "not yet" and is
-not due again for a while — may wait much longer, in company. Likewise the dispatcher, woken
-for the next item falling due, may sleep a little longer (``timer_slack_seconds``)
-so that items falling due close together start on one wake-up.
+not due again for a while — may wait much longer, in company. Likewise the
+dispatcher, woken for the next item falling due, may sleep a little longer
+(``timer_slack_seconds``) so that items falling due close together start on
+one wake-up.
 """
 
 from __future__ import annotations
