@@ -391,7 +391,8 @@ class Engine:
         transitions = []
         for job, outcome in results:
             description = None
-            if outcome.status is not CheckStatus.MET:
+            # What the job watches, for a default failure message: only a failure needs it.
+            if outcome.status is not CheckStatus.MET and ends_job(job, outcome):
                 checker = self.plugins.checkers.get(job.job_type)
                 description = checker.describe(job.check_config) if checker else None
             transitions.append(

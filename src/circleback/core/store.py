@@ -844,10 +844,12 @@ def _update_grouped(
     """
     groups: dict[tuple[Any, ...], tuple[dict[str, Any], list[uuid.UUID]]] = {}
     for row_id, values in rows:
+        # A container (a check's result) groups only with the very same object: results
+        # that merely look alike are rare, and encoding each one to compare cost more.
         key = tuple(
             (name, type(value), value)
             if not isinstance(value, _CONTAINERS)
-            else (name, _hashable(value))
+            else (name, id(value))
             for name, value in values.items()
         )
         group = groups.get(key)
