@@ -152,3 +152,25 @@ async def test_an_aiosqlite_without_the_thread_hook_gets_the_stock_adapter(
         assert len(trips) > 3
     finally:
         await runner.aclose()
+
+
+async def test_connection_options_of_the_embedder_keep_one_trip_statements_working(
+    tmp_path: Path,
+) -> None:
+    """Cursors open where the caller runs, so the connection must allow other threads,
+    whatever ``connect_args`` an embedder passes."""
+    runner = TransactionRunner(
+        f"sqlite:///{tmp_path / 'db.sqlite'}", mode="async",
+        engine_options={"connect_args": {"timeout": 5}},
+    )
+    runner.open()
+    try:
+
+        def count(conn: sa.Connection) -> int:
+            return int(conn.execute(sa.text("SELECT count(*) FROM sqlite_master")).scalar_one())
+
+        with _trips() as trips:
+            assert await runner.run(count) == 0
+        assert "_execute_and_fetch" in trips
+    finally:
+        await runner.aclose()

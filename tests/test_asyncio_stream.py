@@ -119,6 +119,22 @@ async def test_the_end_of_an_idle_connection_is_news_and_writing_to_it_fails() -
             await stream.receive()
 
 
+async def test_a_closed_stream_refuses_to_read_even_with_bytes_waiting() -> None:
+    def serve(connection: socket.socket) -> None:
+        connection.sendall(b"unread")
+
+    with _peer(serve) as port:
+        stream = await connect_tcp("127.0.0.1", port)
+        with anyio.fail_after(10):
+            while not stream.has_news():
+                await anyio.sleep(0.01)
+        await stream.aclose()
+        with pytest.raises(anyio.ClosedResourceError):
+            await stream.receive()
+        with pytest.raises(anyio.ClosedResourceError):
+            await stream.send(b"more")
+
+
 async def test_a_quiet_open_connection_has_no_news() -> None:
     done = threading.Event()
 

@@ -98,9 +98,11 @@ class AsyncioTCPStream(anyio.abc.ByteStream):
     async def receive(self, max_bytes: int = 65536) -> bytes:
         await anyio.lowlevel.checkpoint_if_cancelled()
         protocol = self._protocol
-        while not protocol.chunks:
+        while True:
             if self._closed:
                 raise anyio.ClosedResourceError
+            if protocol.chunks:
+                break
             if protocol.ended:
                 if protocol.error is not None:
                     raise anyio.BrokenResourceError from protocol.error
