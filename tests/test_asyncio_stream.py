@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 import anyio
 import pytest
@@ -46,6 +46,12 @@ def _peer(serve: Callable[[socket.socket], None]) -> Iterator[int]:
     finally:
         thread.join(10)
         listener.close()
+
+
+async def _until_news(stream: AsyncioTCPStream) -> None:
+    with anyio.fail_after(10):
+        while not stream.has_news():
+            await anyio.sleep(0.01)
 
 
 async def _read_all(stream: AsyncioTCPStream) -> bytes:
@@ -97,19 +103,23 @@ async def test_a_cancelled_read_leaves_the_stream_usable() -> None:
         await stream.aclose()
 
 
-async def test_the_end_of_an_idle_connection_is_news_and_writing_to_it_fails() -> None:
+@asynccontextmanager
+async def _after_goodbye(goodbye: bytes) -> AsyncIterator[AsyncioTCPStream]:
+    """A stream whose peer sent ``goodbye`` and closed, once the bytes have arrived."""
+
     def serve(connection: socket.socket) -> None:
-        connection.sendall(b"bye")
+        connection.sendall(goodbye)
 
     with _peer(serve) as port:
         stream = await connect_tcp("127.0.0.1", port)
-        with anyio.fail_after(10):
-            while not stream.has_news():
-                await anyio.sleep(0.01)
+        await _until_news(stream)
+        yield stream
+
+
+async def test_the_end_of_an_idle_connection_is_news_and_writing_to_it_fails() -> None:
+    async with _after_goodbye(b"bye") as stream:
         assert await stream.receive() == b"bye"
-        with anyio.fail_after(10):
-            while not stream.has_news():  # the bytes were read; the close is still news
-                await anyio.sleep(0.01)
+        await _until_news(stream)  # the bytes were read; the close is still news
         with pytest.raises(anyio.EndOfStream):
             await stream.receive()
         with pytest.raises(anyio.BrokenResourceError):
@@ -120,14 +130,7 @@ async def test_the_end_of_an_idle_connection_is_news_and_writing_to_it_fails() -
 
 
 async def test_a_closed_stream_refuses_to_read_even_with_bytes_waiting() -> None:
-    def serve(connection: socket.socket) -> None:
-        connection.sendall(b"unread")
-
-    with _peer(serve) as port:
-        stream = await connect_tcp("127.0.0.1", port)
-        with anyio.fail_after(10):
-            while not stream.has_news():
-                await anyio.sleep(0.01)
+    async with _after_goodbye(b"unread") as stream:
         await stream.aclose()
         with pytest.raises(anyio.ClosedResourceError):
             await stream.receive()
