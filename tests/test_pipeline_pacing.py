@@ -128,3 +128,67 @@ async def test_a_full_pipeline_claims_again_only_when_half_a_batch_has_room() ->
             pipeline.stop()
     assert claims_with_one_free == [4], "claimed again for a single free place"
     assert source.claims[1] == 2, "did not claim once half a batch had room"
+
+
+def _count_dispatcher_passes(pipeline: WorkPipeline[Item, None]) -> list[int]:
+    """Count the dispatcher's passes: each begins by moving due items to the queue."""
+    passes = [0]
+    release_due = pipeline._release_due
+
+    def counted() -> None:
+        passes[0] += 1
+        release_due()
+
+    pipeline._release_due = counted  # type: ignore[method-assign]
+    return passes
+
+
+async def test_a_dispatcher_with_every_worker_busy_waits_instead_of_spinning() -> None:
+    # Two places, both taken; a third item handed over waits in the queue for one to free up.
+    source = TrickleItems()
+    pipeline = _pipeline(source, capacity=2, batch=2, lookahead=0.0)
+    passes = _count_dispatcher_passes(pipeline)
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as group:
+            await group.start(functools.partial(pipeline.run, grace_seconds=1.0))
+            while len(source.finish) < 2 or pipeline.in_flight < 2:
+                await anyio.sleep(0.02)
+            source.finish["offered"] = anyio.Event()
+            assert pipeline.offer([("offered", datetime.now(UTC))])
+            await anyio.sleep(0.1)
+            before = passes[0]
+            await anyio.sleep(0.3)
+            while_full = passes[0] - before
+            for event in list(source.finish.values()):
+                event.set()
+            while "offered" not in source.recorded:
+                await anyio.sleep(0.02)
+            pipeline.stop()
+            for event in list(source.finish.values()):
+                event.set()
+    assert while_full <= 2, f"the dispatcher passed {while_full} times with nothing to do"
+
+
+class SlowItems(ListedItems):
+    """Items whose work waits a moment (a worker is stuck in each while it runs)."""
+
+    async def work(self, item: Item) -> None:
+        await anyio.sleep(0.01)
+        await super().work(item)
+
+
+async def test_an_item_falling_due_costs_the_dispatcher_one_pass() -> None:
+    now = datetime.now(UTC)
+    due = [(f"item-{i}", now + timedelta(seconds=0.2 + 0.1 * i)) for i in range(5)]
+    source = SlowItems(due)
+    pipeline = _pipeline(source, capacity=10, batch=10)
+    passes = _count_dispatcher_passes(pipeline)
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as group:
+            await group.start(functools.partial(pipeline.run, grace_seconds=1.0))
+            while len(source.recorded) < 5:
+                await anyio.sleep(0.02)
+            pipeline.stop()
+    assert set(source.started) == {name for name, _ in due}
+    # A pass when the claim queues the items, then one per item falling due.
+    assert passes[0] <= 1 + len(due) + 1, f"{passes[0]} passes for {len(due)} items"

@@ -320,6 +320,12 @@ class WorkPipeline(Generic[ItemT, ResultT]):
         A worker yields only while its item waits, so when this task runs, every
         worker that has started is stuck in an item: queued items need a new one.
         One worker at a time is started, and the next only once it has begun.
+
+        When every queued item has a worker on its way (the usual case: one
+        item falling due, one idle worker woken), or every worker is busy and
+        the capacity reached (they take queued items as they finish), there
+        is nothing to look at until more items are queued or fall due: the
+        dispatcher naps instead of passing through the loop again.
         """
         while True:
             self._release_due()
@@ -334,7 +340,12 @@ class WorkPipeline(Generic[ItemT, ResultT]):
                 elif self._workers < self._capacity:
                     self._workers_starting += 1
                     workers.start_soon(self._worker, send)
-            await anyio.lowlevel.checkpoint()
+            if len(self._queue) <= self._workers_starting or (
+                self._workers_starting == 0 and self._workers >= self._capacity
+            ):
+                await self._nap_until_due(None if self._stopping else self._wake_at())
+            else:
+                await anyio.lowlevel.checkpoint()
 
     def _wake_at(self) -> datetime | None:
         """When the dispatcher should next look at the waiting items (None: nothing waits).
