@@ -22,6 +22,7 @@ from types import TracebackType
 from typing import Any, Self
 
 import anyio
+import anyio.lowlevel
 import attrs
 
 from .abc import Checker, DeliveryContext, DeliveryFailed, DeliveryReceipt, Notifier, Runtime
@@ -48,6 +49,8 @@ _MAX_STORED_RESULT_CHARS = 16_384
 #: Strings this short fit the limit however JSON escapes them (12 characters at most each).
 _SHORT_TEXT_CHARS = (_MAX_STORED_RESULT_CHARS - 2) // 12
 _EXACT_INT = 10**15
+#: Check results turned into transitions between two turns given to other tasks.
+_TRANSITIONS_BETWEEN_TURNS = 64
 
 
 def _next_run_at(job: Job) -> datetime:
@@ -389,7 +392,10 @@ class Engine:
         now = self.clock.now()
         limit = self.settings.limits.max_result_chars
         transitions = []
-        for job, outcome in results:
+        for done, (job, outcome) in enumerate(results, 1):
+            if done % _TRANSITIONS_BETWEEN_TURNS == 0:
+                # Let checks falling due meanwhile start: a large batch takes milliseconds.
+                await anyio.lowlevel.checkpoint()
             description = None
             # What the job watches, for a default failure message: only a failure needs it.
             if outcome.status is not CheckStatus.MET and ends_job(job, outcome):

@@ -901,6 +901,8 @@ class _ManyPlan:
 
 
 _MANY_PLANS: dict[tuple[Any, ...], _ManyPlan] = {}
+#: Rows per ``executemany`` call (see :func:`_executemany`).
+_MANY_SLICE = 100
 
 
 def _executemany(
@@ -937,24 +939,31 @@ def _executemany(
             sql=str(compiled), positional=bool(compiled.positional), params=tuple(params)
         )
     spec = plan.params
-    if plan.positional:
-        data: list[Any] = [
-            tuple(
-                constant if source is None else processor(row[source]) if processor else row[source]
-                for _, source, processor, constant in spec
-            )
-            for row in rows
-        ]
-    else:
-        data = [
-            {
-                name: constant if source is None
-                else processor(row[source]) if processor else row[source]
-                for name, source, processor, constant in spec
-            }
-            for row in rows
-        ]
-    conn.exec_driver_sql(plan.sql, data)
+    # In slices: under asyncio each slice's preparation runs on the event loop, and between
+    # slices (while the driver works) other tasks get their turn, so a large batch does not
+    # hold up checks falling due meanwhile.
+    for start in range(0, len(rows), _MANY_SLICE):
+        part = rows[start:start + _MANY_SLICE] if len(rows) > _MANY_SLICE else rows
+        data: list[Any]
+        if plan.positional:
+            data = [
+                tuple(
+                    constant if source is None
+                    else processor(row[source]) if processor else row[source]
+                    for _, source, processor, constant in spec
+                )
+                for row in part
+            ]
+        else:
+            data = [
+                {
+                    name: constant if source is None
+                    else processor(row[source]) if processor else row[source]
+                    for name, source, processor, constant in spec
+                }
+                for row in part
+            ]
+        conn.exec_driver_sql(plan.sql, data)
 
 
 def _changes(before: object, after: object, fields: Sequence[str]) -> dict[str, Any]:
