@@ -81,3 +81,10 @@ def test_text_with_an_offset_of_its_own_reads_as_that_moment() -> None:
 def test_none_stays_none_through_utc_datetime() -> None:
     assert UTC_TEXT(None) is None
     assert UTC_READ(None) is None
+
+
+@given(st.lists(aware_times, min_size=1, max_size=6))
+def test_each_time_gets_its_own_text_whatever_came_before(moments: list[datetime]) -> None:
+    # The converter remembers the last time it converted; a batch repeats its "now".
+    for moment in [*moments, *reversed(moments), moments[0], moments[0]]:
+        assert UTC_TEXT(moment) == SQLALCHEMY_TEXT(moment.astimezone(UTC).replace(tzinfo=None))

@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 
 from circleback.core.storable import (
     REPLACEMENT_CHARACTER,
+    _is_storable,
+    _plainly_storable,
     is_storable_json,
     storable_json,
     storable_text,
@@ -86,3 +88,12 @@ def test_what_becomes_of_each_kind() -> None:
     assert not is_storable_json(["\x00"])
     assert not is_storable_json({"\x00": 1})
     assert not is_storable_json(math.nan)
+
+
+scalars = st.none() | st.booleans() | numbers | any_text
+
+
+@given(scalars)
+def test_the_quick_answer_for_a_scalar_is_the_full_one(value: Any) -> None:
+    # Scalars skip the encoding; the answer must be what the encoding gives.
+    assert is_storable_json(value) == (_plainly_storable(value) or _is_storable(value))

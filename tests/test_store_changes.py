@@ -16,7 +16,7 @@ import attrs
 from hypothesis import given
 from hypothesis import strategies as st
 
-from circleback.core.store import _changes
+from circleback.core.store import _changes, _group_key
 
 scalars = st.none() | st.booleans() | st.integers(-3, 3) | st.sampled_from([0.0, 1.0, -1.0]) | (
     st.text(max_size=3)
@@ -50,3 +50,34 @@ def test_a_field_is_skipped_only_when_stored_alike(old: Any, new: Any) -> None:
 @given(value=documents)
 def test_an_unchanged_value_is_not_written(value: Any) -> None:
     assert _changes(_Row(value), _Row(value), ["value"]) == {}
+
+
+rows = st.dictionaries(st.sampled_from(["attempts", "last_result", "next_run_at"]), documents,
+                       min_size=1, max_size=3)
+#: Values that compare equal (or nearly) yet are stored differently.
+look_alikes = [[1, True, 1.0], [0, False, 0.0, -0.0], [[1], (1,), [True]], [None, [], {}]]
+
+
+def _twin(value: Any) -> st.SearchStrategy[Any]:
+    """The value itself, one that looks alike, or any other."""
+    alike = [group for group in look_alikes
+             if any(type(value) is type(item) and value == item for item in group)]
+    options = [st.just(value), documents]
+    if alike:
+        options.append(st.sampled_from(alike[0]))
+    return st.one_of(options)
+
+
+@given(first=rows, data=st.data())
+def test_rows_group_together_only_when_stored_alike(
+    first: dict[str, Any], data: st.DataObject
+) -> None:
+    # Rows with equal keys are written by one UPDATE with the first row's values.
+    second = {name: data.draw(_twin(value)) for name, value in first.items()}
+    if _group_key(first) == _group_key(second):
+        assert _stored(first) == _stored(second)
+
+
+@given(row=rows)
+def test_a_row_groups_with_itself(row: dict[str, Any]) -> None:
+    assert _group_key(row) == _group_key(dict(row))

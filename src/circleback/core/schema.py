@@ -84,13 +84,25 @@ def _utc_text(value: datetime | None) -> str | None:
     chain (``process_bind_param``, then the column type's processor) costs
     about half again as much.
     """
+    global _last_utc_text
     if value is None:
         return None
+    # A batch writes the same moment (its ``now``) into several columns of every row.
+    last, text = _last_utc_text
+    if value is last:
+        return text
+    original = value
     if value.tzinfo is not UTC:
         if value.tzinfo is None:
             raise ValueError("circleback stores aware datetimes only")
         value = value.astimezone(UTC)
-    return value.isoformat(" ", "microseconds")[:-6]  # without its "+00:00"
+    text = value.isoformat(" ", "microseconds")[:-6]  # without its "+00:00"
+    _last_utc_text = (original, text)  # one tuple: threads read a matching pair
+    return text
+
+
+#: The last datetime :func:`_utc_text` converted (kept alive here, so never another's id).
+_last_utc_text: tuple[datetime | None, str | None] = (None, None)
 
 
 def _utc_from_text(value: str | None) -> datetime | None:

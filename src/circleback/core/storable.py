@@ -59,6 +59,13 @@ def _plainly_storable(value: Any) -> bool:
 
 def is_storable_json(value: Any) -> bool:
     """Whether ``value`` holds no NUL character, no surrogate, no NaN and no infinity."""
+    kind = type(value)
+    if value is None or kind is bool or kind is int:
+        return True  # the usual result of a check: nothing to encode to know
+    if kind is str:
+        return _is_storable_text(value)
+    if kind is float:
+        return math.isfinite(value)
     if _plainly_storable(value):
         return True
     try:

@@ -844,14 +844,7 @@ def _update_grouped(
     """
     groups: dict[tuple[Any, ...], tuple[dict[str, Any], list[uuid.UUID]]] = {}
     for row_id, values in rows:
-        # A container (a check's result) groups only with the very same object: results
-        # that merely look alike are rare, and encoding each one to compare cost more.
-        key = tuple(
-            (name, type(value), value)
-            if not isinstance(value, _CONTAINERS)
-            else (name, id(value))
-            for name, value in values.items()
-        )
+        key = _group_key(values)
         group = groups.get(key)
         if group is None:
             groups[key] = (values, [row_id])
@@ -887,6 +880,28 @@ def _update_grouped(
             ),
             many,
         )
+
+
+def _group_key(values: dict[str, Any]) -> tuple[Any, ...]:
+    """What rows share when they may be written by one ``UPDATE`` (see :func:`_update_grouped`).
+
+    Equal keys mean the same columns with values stored alike.
+    """
+    row = tuple(values.values())
+    types = tuple(map(type, row))
+    if _SCALARS.issuperset(types):
+        # Equal values of different types (1, 1.0, True) are stored differently: the
+        # types are part of the key.
+        return (tuple(values), row, types)
+    # A container (a check's result) groups only with the very same object: results
+    # that merely look alike are rare, and encoding each one to compare cost more.
+    return tuple(
+        (name, id(value)) if isinstance(value, _CONTAINERS)
+        # -0.0 equals 0.0 but is stored as written: floats compare by their exact form.
+        else (name, float, value.hex()) if type(value) is float
+        else (name, type(value), value)
+        for name, value in values.items()
+    )
 
 
 @attrs.frozen
@@ -1028,6 +1043,8 @@ def _hashable(value: Any) -> Any:
 
 
 _CONTAINERS = (dict, list, tuple)
+#: Types whose values group by equality (with the type): what a row's columns mostly hold.
+_SCALARS = frozenset({type(None), bool, int, str, datetime, uuid.UUID})
 
 
 def _expired_leases(
