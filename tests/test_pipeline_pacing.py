@@ -60,18 +60,25 @@ def _pipeline(source: ListedItems, *, capacity: int, batch: int,
     )
 
 
+async def _run_until_recorded(
+    pipeline: WorkPipeline[Item, None], source: ListedItems, count: int
+) -> None:
+    """Run the pipeline until ``count`` items are recorded, then stop it."""
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as group:
+            await group.start(functools.partial(pipeline.run, grace_seconds=1.0))
+            while len(source.recorded) < count:
+                await anyio.sleep(0.02)
+            pipeline.stop()
+
+
 async def test_items_due_within_the_slack_start_together_and_a_lone_item_on_time() -> None:
     now = datetime.now(UTC)
     due = {"first": now + timedelta(seconds=0.2), "second": now + timedelta(seconds=0.6),
            "lone": now + timedelta(seconds=2.5)}
     source = ListedItems(list(due.items()))
     pipeline = _pipeline(source, capacity=10, batch=10, slack=1.0)
-    with anyio.fail_after(20):
-        async with anyio.create_task_group() as group:
-            await group.start(functools.partial(pipeline.run, grace_seconds=1.0))
-            while len(source.recorded) < 3:
-                await anyio.sleep(0.05)
-            pipeline.stop()
+    await _run_until_recorded(pipeline, source, 3)
     started = {name: datetime.fromtimestamp(at, UTC) for name, at in source.started.items()}
     for name, moment in due.items():
         assert started[name] >= moment, f"{name} started before it was due"
@@ -183,12 +190,7 @@ async def test_an_item_falling_due_costs_the_dispatcher_one_pass() -> None:
     source = SlowItems(due)
     pipeline = _pipeline(source, capacity=10, batch=10)
     passes = _count_dispatcher_passes(pipeline)
-    with anyio.fail_after(20):
-        async with anyio.create_task_group() as group:
-            await group.start(functools.partial(pipeline.run, grace_seconds=1.0))
-            while len(source.recorded) < 5:
-                await anyio.sleep(0.02)
-            pipeline.stop()
+    await _run_until_recorded(pipeline, source, len(due))
     assert set(source.started) == {name for name, _ in due}
     # A pass when the claim queues the items, then one per item falling due.
     assert passes[0] <= 1 + len(due) + 1, f"{passes[0]} passes for {len(due)} items"
