@@ -31,6 +31,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from . import peer_limits
 from .common import (
+    IDLE_STORE_CHUNK,
     RECORDER,
     check_lead,
     cpu_seconds,
@@ -57,7 +58,6 @@ _UNCALIBRATED_SECONDS_PER_ADD = 0.01
 
 #: As many jobs at once as circleback allows itself checks at once.
 MAX_CONCURRENT_JOBS = peer_limits.MAX_CONCURRENT_JOBS
-_BULK_CHUNK = 10_000
 
 
 async def poll_job() -> None:
@@ -139,7 +139,7 @@ async def store_idle_schedules(scheduler: AsyncScheduler, count: int, due: datet
         return
     from .apscheduler_sqlite import store_idle_rows
 
-    await store_idle_rows(store, task.id, task.job_executor, count, due, _BULK_CHUNK)
+    await store_idle_rows(store, task.id, task.job_executor, count, due, IDLE_STORE_CHUNK)
 
 
 async def _count_schedules(scheduler: AsyncScheduler) -> int:

@@ -27,6 +27,7 @@ from circleback import Caller, Engine, Job, JobStatus, Settings
 from circleback.core.schema import jobs as jobs_table
 
 from .common import (
+    IDLE_STORE_CHUNK,
     RECORDER,
     check_lead,
     cpu_seconds,
@@ -50,8 +51,6 @@ _UNCALIBRATED_SECONDS_PER_ADD = 0.01
 
 #: Jobs per user: the default limit is 100 active jobs per user.
 _JOBS_PER_USER = 50
-#: Rows per transaction when storing idle jobs in bulk.
-_BULK_CHUNK = 10_000
 
 
 def _caller(index: int) -> Caller:
@@ -187,10 +186,10 @@ async def store_idle_jobs(engine: Engine, count: int, due: datetime) -> None:
     base = {name: value for name, value in attrs.asdict(template, recurse=False).items()
             if name in columns}
     base["status"] = template.status.value
-    for first in range(0, count, _BULK_CHUNK):
+    for first in range(0, count, IDLE_STORE_CHUNK):
         rows = [
             dict(base, id=uuid.uuid4(), user_id=f"bench-idle-{index // _JOBS_PER_USER}")
-            for index in range(first, min(count, first + _BULK_CHUNK))
+            for index in range(first, min(count, first + IDLE_STORE_CHUNK))
         ]
         await engine.store.runner.run(_insert_rows, rows)
 

@@ -180,3 +180,22 @@ def test_an_apscheduler_run_loads_nothing_it_does_not_use() -> None:
     assert json.loads(answer.stdout) == {
         "circleback": False, "sqlalchemy": False, "after_memory_store": False,
     }
+
+
+async def test_idle_jobs_are_stored_in_chunks_all_of_them(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from bench.common import IDLE_STORE_CHUNK
+    from bench.plugin import BenchPlugin
+
+    from circleback import Engine, Settings
+
+    count = 2 * IDLE_STORE_CHUNK + 7  # two whole chunks and a part
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'idle.db'}")
+    async with Engine(settings, plugins=[BenchPlugin()], worker=False,
+                      load_entry_points=False) as engine:
+        await circleback_runs.store_idle_jobs(
+            engine, count, datetime.now(UTC) + timedelta(days=1)
+        )
+        active, _ = await engine.store.count_unfinished()
+    assert active == count
