@@ -1,4 +1,4 @@
-"""httpx, httpcore, h11, redis, Alembic and SQLAlchemy's PostgreSQL dialect load only when used.
+"""httpx, httpcore, h11, httptools, redis, Alembic and SQLAlchemy's PostgreSQL dialect load only when used.
 
 Every built-in plugin is registered when an engine starts, but an engine on
 the embedded SQLite store that only runs ``delay`` jobs and notifies on
@@ -32,7 +32,9 @@ from .conftest import TEST_LIMITS
 from .continue_server import ContinueServer
 
 #: The libraries an engine loads only when a job or a setting needs them.
-LAZY = ("httpx", "httpcore", "h11", "redis", "alembic", "sqlalchemy.dialects.postgresql")
+LAZY = (
+    "httpx", "httpcore", "h11", "httptools", "redis", "alembic", "sqlalchemy.dialects.postgresql"
+)
 
 #: Starts an engine with the default plugins on a SQLite file, runs one job to its end,
 #: and prints the job's status, its last error and which of LAZY were loaded.
@@ -114,8 +116,8 @@ def test_a_poll_url_job_loads_httpx_when_added(tmp_path: Path) -> None:
     assert report["status"] == "failed"
     assert report["last_error"].startswith(f"request to {url} failed")
     assert len(printed) == 1
-    # The check made the client: h11 on anyio, without httpx's own transport.
-    assert report["loaded"] == ["httpx", "h11"]
+    # The check made the client: llhttp's parser on anyio, without httpx's own transport.
+    assert report["loaded"] == ["httpx", "httptools"]
 
 
 # -- one client, made on first use -----------------------------------------------------------

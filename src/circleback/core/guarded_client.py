@@ -1,8 +1,8 @@
 """The HTTP/1.1 client ``poll_url`` requests through: lean, pooled, bounded and guarded.
 
 A poll is one small request every interval, thousands of them a minute on a
-busy worker, so this client does only what such a request needs: h11 (the
-protocol, parsed by a well-kept library) over anyio streams, a keep-alive pool,
+busy worker, so this client does only what such a request needs: HTTP/1.1
+(:mod:`~circleback.core.http1`, answers parsed by llhttp) over anyio streams, a keep-alive pool,
 timeouts for connecting and for each read (the caller bounds the whole), and a
 body read up to a cap.
 A request through it costs a fraction of the CPU of one through httpx's
@@ -36,12 +36,12 @@ from typing import Final
 import anyio
 import anyio.abc
 import attrs
-import h11
 import httpx
 import sniffio
 from anyio.streams.tls import TLSStream
 
 from . import asyncio_stream
+from .http1 import AnswerParser, BrokenAnswer, UnsendableRequest, encode_request
 from .httpclient import body_decoder, ssl_context
 from .netguard import NetworkPolicy
 from .settings import HttpTuning
@@ -105,14 +105,11 @@ _Key = tuple[str, str, int]
 class _Connection:
     key: _Key
     stream: anyio.abc.ByteStream
-    protocol: h11.Connection
     #: Whether anything arrived while the connection sat idle (the server closed it, or
     #: sent something unasked): such a connection is not reused.
     has_news: Callable[[], bool]
     #: Whether an earlier request already went over it (so the server may have dropped it).
     reused: bool = False
-    #: Whether any byte of the current answer arrived.
-    answered: bool = False
     #: Whether it was closed (and its slot freed): closing it again does nothing.
     discarded: bool = False
     idle_since: float = 0.0
@@ -164,17 +161,23 @@ class Response:
     """The head of an answer; the body is read with :meth:`read_capped`."""
 
     def __init__(
-        self, url: httpx.URL, method: str, event: h11.Response, client: GuardedClient,
+        self, url: httpx.URL, method: str, answer: AnswerParser, client: GuardedClient,
         connection: _Connection,
     ) -> None:
         self.url = url
         self.method = method
-        self.status: int = event.status_code
-        self._headers = [(name.decode("latin-1"), value) for name, value in event.headers]
+        assert answer.status is not None
+        self.status: int = answer.status
+        self._headers = answer.headers
+        self._answer = answer
         self._client = client
         self._connection = connection
-        #: Whether the body was read to its end (so the connection may be kept).
-        self.complete = False
+        self._cut = False
+
+    @property
+    def complete(self) -> bool:
+        """Whether the whole answer arrived and was not cut (so the connection may be kept)."""
+        return self._answer.complete and not self._cut
 
     def header(self, name: str) -> str | None:
         """The value of header ``name`` (lower case), or None; repeated headers are joined."""
@@ -220,25 +223,23 @@ class Response:
         Reading stops as soon as the limit is passed, so an endless or huge (or
         decompressing) body costs no more memory than the cap.
         """
-        if self.complete:
-            return b"", False
+        answer = self._answer
         decode = body_decoder(self.content_encoding) or (lambda data, most: data[:most])
         body = bytearray()
         while True:
-            event = await self._client.next_event(self._connection)
-            if isinstance(event, h11.Data):
+            for data in answer.take_body():
                 try:
-                    body += decode(bytes(event.data), limit + 1 - len(body))
+                    body += decode(data, limit + 1 - len(body))
                 except httpx.DecodingError as exc:
+                    self._cut = True
                     raise HttpFailure(str(exc)) from None
                 if len(body) > limit:
+                    self._cut = True
                     del body[limit:]
                     return bytes(body), True
-            elif isinstance(event, h11.EndOfMessage):
-                self.complete = True
+            if answer.complete:
                 return bytes(body), False
-            else:  # pragma: no cover - h11 yields only Data then EndOfMessage here
-                raise HttpFailure(f"unexpected {type(event).__name__} in a response body")
+            await self._client.read_more(self._connection, answer)
 
 
 # -- the client --------------------------------------------------------------------------------
@@ -278,78 +279,64 @@ class GuardedClient:
         and is closed otherwise (a cut body, an error, a cancellation).
         """
         key = _key(url)
-        head = _request_headers(url, headers or {}, content)
-        target = url.raw_path
+        try:
+            data = encode_request(
+                method, url.raw_path, _request_headers(url, headers or {}, content), content
+            )
+        except UnsendableRequest as exc:
+            raise HttpFailure(f"the request cannot be sent: {exc}") from None
+        bodiless = method == "HEAD"
         connection = await self._connection(key, url)
         try:
             try:
-                event = await self._exchange(connection, method, target, head, content)
+                answer = await self._exchange(connection, data, bodiless)
             except _Stale:
                 await self._discard(connection)
                 connection = await self._open(key, url)
-                event = await self._exchange(connection, method, target, head, content)
+                answer = await self._exchange(connection, data, bodiless)
         except BaseException:
             await self._discard(connection)
             raise
-        response = Response(url, method, event, self, connection)
+        response = Response(url, method, answer, self, connection)
         try:
-            if method == "HEAD" or event.status_code in (204, 304):
-                await response.read_capped(0)
             yield response
         finally:
-            if response.complete:
+            if response.complete and answer.keep_alive:
                 await self._keep(connection)
             else:
                 await self._discard(connection)
 
-    async def next_event(self, connection: _Connection) -> h11.Event:
-        """The next event of the answer, reading from the network as needed."""
-        protocol = connection.protocol
-        ended = False
-        while True:
-            try:
-                event = protocol.next_event()
-            except h11.RemoteProtocolError as exc:
-                if ended:
-                    raise HttpFailure(
-                        "the server closed the connection before its answer was complete"
-                    ) from None
-                raise HttpFailure(f"the server broke HTTP/1.1: {_message(exc)}") from None
-            if event is h11.PAUSED:
-                raise HttpFailure("the answer is over")
-            if event is not h11.NEED_DATA:
-                return event  # type: ignore[return-value]  # h11's sentinels are classes
-            try:
-                deadline = anyio.current_time() + self._tuning.read_timeout_seconds
-                with anyio.CancelScope(deadline=deadline) as waited:
-                    data = await connection.stream.receive(_READ_SIZE)
-                if waited.cancelled_caught:
-                    raise ReadTimedOut(ReadTimedOut.what)
-            except (anyio.EndOfStream, anyio.BrokenResourceError):
-                data = b""
-            except (OSError, ssl.SSLError) as exc:
-                raise HttpFailure(f"reading the answer failed: {_message(exc)}") from None
-            connection.answered = connection.answered or bool(data)
-            ended = not data
-            protocol.receive_data(data)
+    async def read_more(self, connection: _Connection, answer: AnswerParser) -> None:
+        """Read what arrives next on ``connection`` and parse it into ``answer``."""
+        try:
+            deadline = anyio.current_time() + self._tuning.read_timeout_seconds
+            with anyio.CancelScope(deadline=deadline) as waited:
+                data = await connection.stream.receive(_READ_SIZE)
+            if waited.cancelled_caught:
+                raise ReadTimedOut(ReadTimedOut.what)
+        except (anyio.EndOfStream, anyio.BrokenResourceError):
+            data = b""
+        except (OSError, ssl.SSLError) as exc:
+            raise HttpFailure(f"reading the answer failed: {_message(exc)}") from None
+        try:
+            if data:
+                answer.feed(data)
+            else:
+                answer.end()
+        except BrokenAnswer as exc:
+            if data:
+                raise HttpFailure(f"the server broke HTTP/1.1: {exc}") from None
+            if not answer.received_any:
+                raise HttpFailure("the server closed the connection without answering") from None
+            raise HttpFailure(
+                "the server closed the connection before its answer was complete"
+            ) from None
 
     async def _exchange(
-        self,
-        connection: _Connection,
-        method: str,
-        target: bytes,
-        head: list[tuple[bytes, bytes]],
-        content: bytes | None,
-    ) -> h11.Response:
-        protocol = connection.protocol
-        connection.answered = False
-        try:
-            data = protocol.send(h11.Request(method=method, target=target, headers=head))
-            if content:
-                data += protocol.send(h11.Data(data=content))
-            data += protocol.send(h11.EndOfMessage())
-        except h11.LocalProtocolError as exc:
-            raise HttpFailure(f"the request cannot be sent: {_message(exc)}") from None
+        self, connection: _Connection, data: bytes, bodiless: bool
+    ) -> AnswerParser:
+        """Send a request's bytes; return the answer once its head is in."""
+        answer = AnswerParser(bodiless=bodiless)
         try:
             # A request is small: it is buffered at once, so sending has no timeout of
             # its own (the caller's total timeout bounds a server that never reads).
@@ -358,23 +345,17 @@ class GuardedClient:
             if connection.reused:
                 raise _Stale from None
             raise HttpFailure(f"sending the request failed: {_message(exc)}") from None
-        while True:
+        while answer.status is None:
             try:
-                event = await self.next_event(connection)
+                await self.read_more(connection, answer)
             except TimedOut:
                 raise
             except HttpFailure:
                 # The server closed a kept-alive connection before answering: try a new one.
-                if connection.reused and not connection.answered:
+                if connection.reused and not answer.received_any:
                     raise _Stale from None
                 raise
-            if isinstance(event, h11.Response):
-                return event
-            if isinstance(event, h11.ConnectionClosed):
-                if connection.reused:
-                    raise _Stale
-                raise HttpFailure("the server closed the connection without answering")
-            # an informational (1xx) answer: the real one follows
+        return answer
 
     # -- the pool --------------------------------------------------------------------------
 
@@ -400,8 +381,7 @@ class GuardedClient:
         except BaseException:
             self._slots.release()
             raise
-        return _Connection(key=key, stream=stream, protocol=h11.Connection(h11.CLIENT),
-                           has_news=_news_of(stream))
+        return _Connection(key=key, stream=stream, has_news=_news_of(stream))
 
     async def _take_slot(self) -> None:
         try:
@@ -461,17 +441,9 @@ class GuardedClient:
             raise ConnectTimedOut(ConnectTimedOut.what) from None
 
     async def _keep(self, connection: _Connection) -> None:
-        protocol = connection.protocol
-        reusable = (
-            not self._closed
-            and protocol.our_state is h11.DONE
-            and protocol.their_state is h11.DONE
-            and self._idle_count < self._tuning.max_keepalive_connections
-        )
-        if not reusable:
+        if self._closed or self._idle_count >= self._tuning.max_keepalive_connections:
             await self._discard(connection)
             return
-        protocol.start_next_cycle()
         connection.idle_since = time.monotonic()
         self._idle.setdefault(connection.key, []).append(connection)
         self._idle_count += 1
