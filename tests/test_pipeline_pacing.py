@@ -194,3 +194,62 @@ async def test_an_item_falling_due_costs_the_dispatcher_one_pass() -> None:
     assert set(source.started) == {name for name, _ in due}
     # A pass when the claim queues the items, then one per item falling due.
     assert passes[0] <= 1 + len(due) + 1, f"{passes[0]} passes for {len(due)} items"
+
+
+class HeldItems(ListedItems):
+    """Items whose work waits until the test lets it go, by name."""
+
+    def __init__(self, items: Sequence[Item]) -> None:
+        super().__init__(items)
+        self.hold: dict[str, anyio.Event] = {}
+
+    async def work(self, item: Item) -> None:
+        await super().work(item)
+        if item[0] in self.hold:
+            await self.hold[item[0]].wait()
+
+
+async def test_an_item_outlasting_the_gap_does_not_hold_up_the_next() -> None:
+    # The only worker is stuck in the first item when the second falls due: the
+    # dispatcher, armed for it, starts a second worker.
+    now = datetime.now(UTC)
+    due = [("stuck", now + timedelta(seconds=0.1)), ("next", now + timedelta(seconds=0.3)),
+           ("after", now + timedelta(seconds=0.5))]
+    source = HeldItems(due)
+    source.hold["stuck"] = anyio.Event()
+    pipeline = _pipeline(source, capacity=10, batch=10)
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as group:
+            await group.start(functools.partial(pipeline.run, grace_seconds=1.0))
+            while "after" not in source.recorded:
+                await anyio.sleep(0.02)
+            assert "stuck" not in source.recorded
+            source.hold["stuck"].set()
+            while len(source.recorded) < len(due):
+                await anyio.sleep(0.02)
+            pipeline.stop()
+    assert source.recorded == ["next", "after", "stuck"]
+    assert all(source.started[name] >= at.timestamp() for name, at in due)
+
+
+async def test_an_item_queued_earlier_than_the_idle_workers_wake_up_starts_on_time() -> None:
+    # The idle worker sleeps until an item a second away; an item handed over due in
+    # 0.1 s must not wait for it.
+    now = datetime.now(UTC)
+    source = SlowItems([("late", now + timedelta(seconds=1.0)),
+                        ("warm-up", now + timedelta(seconds=0.05))])
+    pipeline = _pipeline(source, capacity=10, batch=10)
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as group:
+            await group.start(functools.partial(pipeline.run, grace_seconds=1.0))
+            while "warm-up" not in source.recorded:
+                await anyio.sleep(0.01)
+            early = now + timedelta(seconds=0.3)
+            assert pipeline.offer([("early", early)])
+            while "early" not in source.recorded:
+                await anyio.sleep(0.01)
+            assert "late" not in source.started
+            while "late" not in source.recorded:
+                await anyio.sleep(0.02)
+            pipeline.stop()
+    assert source.started["early"] >= early.timestamp()
