@@ -1,4 +1,4 @@
-"""httpx, httpcore, h11, httptools, redis, Alembic and SQLAlchemy's PostgreSQL dialect load only when used.
+"""The HTTP clients, redis, Alembic and SQLAlchemy's PostgreSQL dialect load only when used.
 
 Every built-in plugin is registered when an engine starts, but an engine on
 the embedded SQLite store that only runs ``delay`` jobs and notifies on
