@@ -21,7 +21,7 @@ import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import attrs
 
@@ -284,3 +284,57 @@ def blocks(total: int | None) -> Callable[[], Iterator[bytes]]:
             yield block
 
     return generate
+
+
+class RawServer:
+    """A TCP server on 127.0.0.1 that serves each connection in a thread of its own.
+
+    For answers no real server would give: subclasses write the bytes themselves
+    in :meth:`serve`. ``connections`` counts the connections accepted.
+    """
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.02)
+        self.port: int = self._listener.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._threads: list[threading.Thread] = []
+        self._stopping = threading.Event()
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[Self]:
+        """Accept connections for the block; then stop and wait for every thread."""
+        acceptor = threading.Thread(target=self._accept, daemon=True)
+        acceptor.start()
+        try:
+            yield self
+        finally:
+            self._stopping.set()
+            acceptor.join(5)
+            self._listener.close()
+            for thread in self._threads:
+                thread.join(5)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def serve(self, connection: socket.socket) -> None:
+        """Talk to one client; the connection is closed afterwards."""
+        raise NotImplementedError
+
+    def _accept(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                connection, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            self.connections += 1
+            thread = threading.Thread(target=self._serve, args=(connection,), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _serve(self, connection: socket.socket) -> None:
+        with connection, contextlib.suppress(OSError):  # the client may hang up first
+            self.serve(connection)

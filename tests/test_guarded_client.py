@@ -8,9 +8,6 @@ connections.
 from __future__ import annotations
 
 import socket
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import anyio
 import pytest
@@ -19,13 +16,13 @@ from circleback import HttpTuning
 from circleback.core.guarded_client import GuardedClient, HttpFailure, PoolTimedOut
 from circleback.core.netguard import NetworkPolicy, parse_http_url
 
-from .http_servers import HttpServer, Reply, sequence
+from .http_servers import HttpServer, RawServer, Reply, sequence
 
 _ANSWER = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok"
 _POLICY = NetworkPolicy(("127.0.0.1/32",))
 
 
-class RudeServer:
+class RudeServer(RawServer):
     """Answers requests on keep-alive connections, then drops connections without a word.
 
     ``answers_per_connection`` requests are answered on a connection; the next
@@ -36,59 +33,29 @@ class RudeServer:
     """
 
     def __init__(self, *, answers_per_connection: int = 1, close_after_answer: bool = False):
+        super().__init__()
         self.answers_per_connection = answers_per_connection
         self.close_after_answer = close_after_answer
-        self.connections = 0
         self.requests = 0
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self._listener.settimeout(0.02)
-        self.port = self._listener.getsockname()[1]
-        self._threads: list[threading.Thread] = []
-        self._stopping = threading.Event()
 
-    @contextmanager
-    def running(self) -> Iterator[RudeServer]:
-        acceptor = threading.Thread(target=self._accept, daemon=True)
-        acceptor.start()
-        try:
-            yield self
-        finally:
-            self._stopping.set()
-            acceptor.join(5)
-            self._listener.close()
-            for thread in self._threads:
-                thread.join(5)
-
-    def _accept(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                connection, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            self.connections += 1
-            thread = threading.Thread(target=self._serve, args=(connection,), daemon=True)
-            self._threads.append(thread)
-            thread.start()
-
-    def _serve(self, connection: socket.socket) -> None:
+    def serve(self, connection: socket.socket) -> None:
         connection.settimeout(5)
-        with connection:
-            answered = 0
-            buffer = b""
-            while True:
-                while b"\r\n\r\n" not in buffer:
-                    data = connection.recv(65_536)
-                    if not data:
-                        return
-                    buffer += data
-                _, _, buffer = buffer.partition(b"\r\n\r\n")
-                self.requests += 1
-                if answered == self.answers_per_connection:
-                    return  # read, never answered: the connection just closes
-                connection.sendall(_ANSWER)
-                answered += 1
-                if self.close_after_answer:
+        answered = 0
+        buffer = b""
+        while True:
+            while b"\r\n\r\n" not in buffer:
+                data = connection.recv(65_536)
+                if not data:
                     return
+                buffer += data
+            _, _, buffer = buffer.partition(b"\r\n\r\n")
+            self.requests += 1
+            if answered == self.answers_per_connection:
+                return  # read, never answered: the connection just closes
+            connection.sendall(_ANSWER)
+            answered += 1
+            if self.close_after_answer:
+                return
 
 
 async def _get(client: GuardedClient, url: str) -> tuple[int, bytes]:

@@ -10,11 +10,8 @@ send a header that would split the request.
 
 from __future__ import annotations
 
-import contextlib
 import socket
-import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 
 import anyio
 import pytest
@@ -22,6 +19,8 @@ import pytest
 from circleback import HttpTuning
 from circleback.core.guarded_client import GuardedClient, HttpFailure
 from circleback.core.netguard import NetworkPolicy, parse_http_url
+
+from .http_servers import RawServer
 
 pytestmark = pytest.mark.anyio
 
@@ -38,74 +37,44 @@ def answer(*parts: bytes, close: bool = False) -> Script:
     return lambda request: (parts, close)
 
 
-class ScriptedServer:
+class ScriptedServer(RawServer):
     """Answers the n-th request it reads with the n-th script (the last one repeats)."""
 
     def __init__(self, *scripts: Script) -> None:
+        super().__init__()
         self.scripts = scripts
         self.requests: list[bytes] = []
-        self.connections = 0
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self._listener.settimeout(0.02)
-        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
-        self._threads: list[threading.Thread] = []
-        self._stopping = threading.Event()
 
-    @contextmanager
-    def running(self) -> Iterator[ScriptedServer]:
-        acceptor = threading.Thread(target=self._accept, daemon=True)
-        acceptor.start()
-        try:
-            yield self
-        finally:
-            self._stopping.set()
-            acceptor.join(5)
-            self._listener.close()
-            for thread in self._threads:
-                thread.join(5)
-
-    def _accept(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                connection, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            self.connections += 1
-            thread = threading.Thread(target=self._serve, args=(connection,), daemon=True)
-            self._threads.append(thread)
-            thread.start()
-
-    def _serve(self, connection: socket.socket) -> None:
+    def serve(self, connection: socket.socket) -> None:
         connection.settimeout(0.02)
         connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        with connection, contextlib.suppress(OSError):  # the client may hang up first
-            buffer = b""
-            while True:
-                while b"\r\n\r\n" not in buffer:
-                    data = self._receive(connection)
-                    if not data:
-                        return
-                    buffer += data
-                head, _, buffer = buffer.partition(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n")[1:]:
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
-                while len(buffer) < length:
-                    buffer += self._receive(connection)
-                request, buffer = head + b"\r\n\r\n" + buffer[:length], buffer[length:]
-                self.requests.append(request)
-                script = self.scripts[min(len(self.requests), len(self.scripts)) - 1]
-                parts, close = script(request)
-                for part in parts:
-                    connection.sendall(part)
-                if close:
+        buffer = b""
+        while True:
+            while b"\r\n\r\n" not in buffer:
+                data = self._receive(connection)
+                if not data:
                     return
+                buffer += data
+            head, _, buffer = buffer.partition(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            while len(buffer) < length:
+                buffer += self._receive(connection)
+            request, buffer = head + b"\r\n\r\n" + buffer[:length], buffer[length:]
+            self.requests.append(request)
+            script = self.scripts[min(len(self.requests), len(self.scripts)) - 1]
+            parts, close = script(request)
+            for part in parts:
+                connection.sendall(part)
+            if close:
+                return
 
     def _receive(self, connection: socket.socket) -> bytes:
         """The next bytes from the client; none once it hung up or the server stops."""
-        while not self._stopping.is_set():
+        while not self.stopping:
             try:
                 return connection.recv(65_536)
             except TimeoutError:

@@ -9,10 +9,11 @@ The pipeline runs for real on the wall clock; its store is a list.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import anyio
@@ -60,16 +61,27 @@ def _pipeline(source: ListedItems, *, capacity: int, batch: int,
     )
 
 
+@contextlib.asynccontextmanager
+async def _running(pipeline: WorkPipeline[Item, None]) -> AsyncIterator[None]:
+    """Run the pipeline for the block, then stop it and wait for it to end."""
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as group:
+            await group.start(functools.partial(pipeline.run, grace_seconds=1.0))
+            yield
+            pipeline.stop()
+
+
+async def _until(done: Callable[[], bool]) -> None:
+    while not done():
+        await anyio.sleep(0.01)
+
+
 async def _run_until_recorded(
     pipeline: WorkPipeline[Item, None], source: ListedItems, count: int
 ) -> None:
     """Run the pipeline until ``count`` items are recorded, then stop it."""
-    with anyio.fail_after(20):
-        async with anyio.create_task_group() as group:
-            await group.start(functools.partial(pipeline.run, grace_seconds=1.0))
-            while len(source.recorded) < count:
-                await anyio.sleep(0.02)
-            pipeline.stop()
+    async with _running(pipeline):
+        await _until(lambda: len(source.recorded) >= count)
 
 
 async def test_items_due_within_the_slack_start_together_and_a_lone_item_on_time() -> None:
@@ -210,46 +222,35 @@ class HeldItems(ListedItems):
 
 
 async def test_an_item_outlasting_the_gap_does_not_hold_up_the_next() -> None:
-    # The only worker is stuck in the first item when the second falls due: the
-    # dispatcher, armed for it, starts a second worker.
+    # The only worker is stuck in the first item when the second falls due:
+    # another worker starts it, and the one after it.
     now = datetime.now(UTC)
     due = [("stuck", now + timedelta(seconds=0.1)), ("next", now + timedelta(seconds=0.3)),
            ("after", now + timedelta(seconds=0.5))]
     source = HeldItems(due)
     source.hold["stuck"] = anyio.Event()
     pipeline = _pipeline(source, capacity=10, batch=10)
-    with anyio.fail_after(20):
-        async with anyio.create_task_group() as group:
-            await group.start(functools.partial(pipeline.run, grace_seconds=1.0))
-            while "after" not in source.recorded:
-                await anyio.sleep(0.02)
-            assert "stuck" not in source.recorded
-            source.hold["stuck"].set()
-            while len(source.recorded) < len(due):
-                await anyio.sleep(0.02)
-            pipeline.stop()
+    async with _running(pipeline):
+        await _until(lambda: "after" in source.recorded)
+        assert "stuck" not in source.recorded
+        source.hold["stuck"].set()
+        await _until(lambda: len(source.recorded) == len(due))
     assert source.recorded == ["next", "after", "stuck"]
     assert all(source.started[name] >= at.timestamp() for name, at in due)
 
 
-async def test_an_item_queued_earlier_than_the_idle_workers_wake_up_starts_on_time() -> None:
-    # The idle worker sleeps until an item a second away; an item handed over due in
-    # 0.1 s must not wait for it.
+async def test_an_item_handed_over_due_before_the_waiting_ones_starts_on_time() -> None:
+    # The pipeline waits for an item a second away; an item handed over due sooner
+    # must not wait for it.
     now = datetime.now(UTC)
     source = SlowItems([("late", now + timedelta(seconds=1.0)),
                         ("warm-up", now + timedelta(seconds=0.05))])
     pipeline = _pipeline(source, capacity=10, batch=10)
-    with anyio.fail_after(20):
-        async with anyio.create_task_group() as group:
-            await group.start(functools.partial(pipeline.run, grace_seconds=1.0))
-            while "warm-up" not in source.recorded:
-                await anyio.sleep(0.01)
-            early = now + timedelta(seconds=0.3)
-            assert pipeline.offer([("early", early)])
-            while "early" not in source.recorded:
-                await anyio.sleep(0.01)
-            assert "late" not in source.started
-            while "late" not in source.recorded:
-                await anyio.sleep(0.02)
-            pipeline.stop()
+    async with _running(pipeline):
+        await _until(lambda: "warm-up" in source.recorded)
+        early = now + timedelta(seconds=0.3)
+        assert pipeline.offer([("early", early)])
+        await _until(lambda: "early" in source.recorded)
+        assert "late" not in source.started
+        await _until(lambda: "late" in source.recorded)
     assert source.started["early"] >= early.timestamp()
