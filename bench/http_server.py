@@ -12,7 +12,9 @@ process (or its CPU accounting) with the system under test.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -59,12 +61,20 @@ class _Server:
 
 
 async def _main(port_file: Path) -> None:
+    parent = os.getppid()
     server = _Server()
     listener = await asyncio.start_server(server.handle, "127.0.0.1", 0, backlog=1024)
     port = listener.sockets[0].getsockname()[1]
     port_file.write_text(str(port))  # noqa: ASYNC240 - a few bytes, once, at start
     async with listener:
-        await listener.serve_forever()
+        serving = asyncio.ensure_future(listener.serve_forever())
+        # A run killed without cleaning up (SIGKILL, a CI timeout) leaves this process
+        # to init: it ends then rather than outlive the run.
+        while os.getppid() == parent and not serving.done():  # noqa: ASYNC110 - no event says so
+            await asyncio.sleep(0.5)
+        serving.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await serving
 
 
 if __name__ == "__main__":

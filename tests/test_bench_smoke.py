@@ -9,9 +9,13 @@ missing APScheduler fails instead of skipping.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -199,3 +203,47 @@ async def test_idle_jobs_are_stored_in_chunks_all_of_them(tmp_path: Path) -> Non
         )
         active, _ = await engine.store.count_unfinished()
     assert active == count
+
+
+def _state(pid: int) -> str:
+    """The process's state letter (``Z`` for a zombie), or ``gone``."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return "gone"
+
+
+def test_the_http_server_ends_when_whoever_started_it_is_killed(tmp_path: Path) -> None:
+    # A run killed with SIGKILL (a CI timeout, a killed terminal) cleans nothing up: its
+    # HTTP server must not outlive it.
+    port_file = tmp_path / "port"
+    starter = subprocess.Popen(
+        [sys.executable, "-c",
+         "import subprocess, sys, time\n"
+         "server = subprocess.Popen([sys.executable, '-m', 'bench.http_server', sys.argv[1]])\n"
+         "print(server.pid, flush=True)\n"
+         "time.sleep(120)\n",
+         str(port_file)],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert starter.stdout is not None
+        server = int(starter.stdout.readline())
+        deadline = time.monotonic() + 30
+        while not port_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert port_file.exists(), "the server did not start"
+        assert _state(server) not in ("gone", "Z")
+        starter.kill()
+        starter.wait()
+        deadline = time.monotonic() + 10
+        while _state(server) not in ("gone", "Z") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _state(server) in ("gone", "Z"), "the HTTP server outlived its starter"
+    finally:
+        starter.kill()
+        starter.wait()
+        if starter.stdout is not None:
+            starter.stdout.close()
+        with contextlib.suppress(ProcessLookupError, ValueError, NameError):
+            os.kill(server, signal.SIGKILL)
