@@ -2,9 +2,9 @@
 
 A poll is one small request every interval, thousands of them a minute on a
 busy worker, so this client does only what such a request needs: HTTP/1.1
-(:mod:`~circleback.core.http1`, answers parsed by llhttp) over anyio streams, a keep-alive pool,
-timeouts for connecting and for each read (the caller bounds the whole), and a
-body read up to a cap.
+(:mod:`~circleback.core.http1`, answers parsed by llhttp) over anyio streams,
+a keep-alive pool, timeouts for connecting and for each read (the caller
+bounds the whole), and a body read up to a cap.
 A request through it costs a fraction of the CPU of one through httpx's
 client, whose layers (auth, cookies, redirect handling, request and response
 models) a poll does not use.
