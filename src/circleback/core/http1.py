@@ -81,7 +81,6 @@ class AnswerParser:
         self._bodiless = bodiless
         #: Bytes of the current answer's head seen so far.
         self._head_bytes = 0
-        self._names: set[str] = set()
         self.received_any = False
         #: The status code, once the (final) answer's head is complete.
         self.status: int | None = None
@@ -139,14 +138,11 @@ class AnswerParser:
             self.keep_alive = False  # bytes after the answer: the connection is not clean
             return
         self.headers = []
-        self._names = set()
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.complete:
             return
-        text = name.decode("latin-1").lower()
-        self._names.add(text)
-        self.headers.append((text, value.strip(_OUTER_SPACE)))
+        self.headers.append((name.decode("latin-1").lower(), value.strip(_OUTER_SPACE)))
 
     def on_headers_complete(self) -> None:
         if self.complete:
@@ -180,7 +176,7 @@ class AnswerParser:
 
     def _framed(self) -> bool:
         """Whether the body's end is marked (a length, or chunks), not the connection's end."""
-        if "content-length" in self._names:
+        if any(name == "content-length" for name, _ in self.headers):
             return True
         codings = [value for name, value in self.headers if name == "transfer-encoding"]
         return bool(codings) and codings[-1].rsplit(b",", 1)[-1].strip().lower() == b"chunked"
