@@ -151,6 +151,21 @@ def test_sqlite_memory_reads_sqlites_memory_while_polls_run() -> None:
     assert lines[-1].startswith("checks done ")
 
 
+def test_the_sqlite_floor_replays_the_bursts_own_statements_to_the_same_end() -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.sqlite_floor", "--n", "60", "--replays", "1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )
+    # The tool stops when a replay leaves the database other than the run did.
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    lines = completed.stdout.splitlines()
+    assert "it left {'jobs completed': 60, 'messages sent': 60}" in lines[0]
+    replays = [line for line in lines if line.startswith("replay through bare sqlite3")]
+    assert len(replays) == 2
+    kinds = {line.strip().split("  ")[0] for line in lines if line.startswith("  ")}
+    assert {"UPDATE circleback_jobs", "INSERT circleback_outbox", "COMMIT"} <= kinds
+
+
 def test_the_peer_gets_circlebacks_own_limits() -> None:
     from bench import peer_limits
 
