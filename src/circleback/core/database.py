@@ -87,8 +87,14 @@ def is_memory_sqlite(url: sa.URL) -> bool:
     return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
 
 
-def create_sync_engine(url: str | sa.URL, **options: Any) -> Engine:
-    """A synchronous engine for ``url`` configured like the store's (SQLite pragmas and all)."""
+def create_sync_engine(
+    url: str | sa.URL, *, sqlite_cache_kib: int | None = None, **options: Any
+) -> Engine:
+    """A synchronous engine for ``url`` configured like the store's (SQLite pragmas and all).
+
+    ``sqlite_cache_kib`` bounds each SQLite connection's page cache (SQLite's
+    default is 2,000 KiB); other databases ignore it.
+    """
     parsed = make_url_for(url, "thread")
     if parsed.get_backend_name() == "sqlite":
         options.setdefault("connect_args", {"check_same_thread": False})
@@ -96,20 +102,22 @@ def create_sync_engine(url: str | sa.URL, **options: Any) -> Engine:
         options.setdefault("pool_pre_ping", True)
     engine = sa.create_engine(parsed, **options)
     if parsed.get_backend_name() == "sqlite":
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, cache_kib=sqlite_cache_kib)
     return engine
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, *, cache_kib: int | None = None) -> None:
     """WAL, a busy timeout, and ``BEGIN IMMEDIATE`` so a transaction never upgrades its lock."""
+    pragmas = ["PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA busy_timeout=30000"]
+    if cache_kib is not None:
+        pragmas.append(f"PRAGMA cache_size=-{int(cache_kib)}")  # negative: KiB, not pages
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself, below
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        for pragma in pragmas:
+            cursor.execute(pragma)
         cursor.close()
 
     @event.listens_for(engine, "begin")

@@ -24,9 +24,16 @@ from .clock import Clock
 from .database import create_sync_engine
 from .store import Store
 
-__all__ = ["Heartbeat"]
+__all__ = ["HEARTBEAT_PAGE_CACHE_KIB", "Heartbeat"]
 
 Held = Callable[[], list[uuid.UUID]]
+
+#: The page cache of the heartbeat's SQLite connection, in KiB. SQLite empties
+#: a connection's cache when another connection wrote since its last
+#: transaction, and the worker's own connection always did between two beats:
+#: a bigger cache would only hold what one beat read (a burst's worth of
+#: leased rows, up to SQLite's default of 2,000 KiB) until the next beat drops it.
+HEARTBEAT_PAGE_CACHE_KIB = 64
 
 
 class Heartbeat:
@@ -60,7 +67,9 @@ class Heartbeat:
 
     async def start(self) -> None:
         """Beat once (so the worker shows up at once), then keep beating in a thread."""
-        self._engine = create_sync_engine(self._url, pool_size=1, max_overflow=0)
+        self._engine = create_sync_engine(
+            self._url, pool_size=1, max_overflow=0, sqlite_cache_kib=HEARTBEAT_PAGE_CACHE_KIB
+        )
         await anyio.to_thread.run_sync(self._beat_safely)
         self._thread = threading.Thread(
             target=self._run, name=f"circleback-heartbeat-{self._worker_id}", daemon=True
