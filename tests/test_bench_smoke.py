@@ -125,40 +125,36 @@ def test_command_line_runs_both_systems_and_writes_json(tmp_path: Path) -> None:
         assert "ratio ÷ apscheduler memory" in completed.stdout
 
 
-@pytest.mark.slow
-def test_http_cost_measures_each_client() -> None:
+def _run_tool(module: str, *args: str) -> list[str]:
+    """Run ``python -m bench.MODULE ARGS``; the lines it printed, once it ended well."""
     completed = subprocess.run(
-        [sys.executable, "-m", "bench.http_cost", "--requests", "20", "--width", "2"],
+        [sys.executable, "-m", f"bench.{module}", *args],
         cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
-    lines = completed.stdout.splitlines()
+    return completed.stdout.splitlines()
+
+
+@pytest.mark.slow
+def test_http_cost_measures_each_client() -> None:
+    lines = _run_tool("http_cost", "--requests", "20", "--width", "2")
     assert [line.split(":")[0].strip() for line in lines] == ["httpx", "guarded", "engine check"]
     assert all(float(line.split(":")[1].split()[0]) > 0 for line in lines)
 
 
 def test_sqlite_memory_reads_sqlites_memory_while_polls_run() -> None:
-    completed = subprocess.run(
-        [sys.executable, "-m", "bench.sqlite_memory", "--n", "20", "--interval", "1",
-         "--duration", "2", "--every", "0.5"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+    lines = _run_tool(
+        "sqlite_memory", "--n", "20", "--interval", "1", "--duration", "2", "--every", "0.5"
     )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    lines = completed.stdout.splitlines()
     readings = [line for line in lines if "SQLite" in line]
-    assert readings, completed.stdout
+    assert readings, lines
     assert all(float(line.split("SQLite")[1].split()[0]) > 0 for line in readings)
     assert lines[-1].startswith("checks done ")
 
 
 def test_the_sqlite_floor_replays_the_bursts_own_statements_to_the_same_end() -> None:
-    completed = subprocess.run(
-        [sys.executable, "-m", "bench.sqlite_floor", "--n", "60", "--replays", "1"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
-    )
-    # The tool stops when a replay leaves the database other than the run did.
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    lines = completed.stdout.splitlines()
+    # The tool stops, and fails, when a replay leaves the database other than the run did.
+    lines = _run_tool("sqlite_floor", "--n", "60", "--replays", "1")
     assert "it left {'jobs completed': 60, 'messages sent': 60}" in lines[0]
     replays = [line for line in lines if line.startswith("replay through bare sqlite3")]
     assert len(replays) == 2
