@@ -2,9 +2,9 @@
 
 The worker's heartbeat beats from a thread with a connection of its own. On
 SQLite that connection's page cache is emptied whenever another connection
-wrote since its last transaction, which the worker's own connection always
-did between two beats; so it keeps only a token cache, not SQLite's default
-of 2 MiB filled afresh by every beat that renews a burst's leases.
+wrote since its last transaction, which a worker holding leases does between
+two beats; so it keeps only a token cache, not SQLite's default of 2 MiB
+filled afresh by every beat that renews a burst's leases.
 """
 
 from __future__ import annotations

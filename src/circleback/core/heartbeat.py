@@ -30,9 +30,10 @@ Held = Callable[[], list[uuid.UUID]]
 
 #: The page cache of the heartbeat's SQLite connection, in KiB. SQLite empties
 #: a connection's cache when another connection wrote since its last
-#: transaction, and the worker's own connection always did between two beats:
-#: a bigger cache would only hold what one beat read (a burst's worth of
-#: leased rows, up to SQLite's default of 2,000 KiB) until the next beat drops it.
+#: transaction, and a worker holding leases (the only time a beat reads much)
+#: writes between two beats: a bigger cache would only hold what one beat read
+#: (a burst's worth of leased rows, up to SQLite's default of 2,000 KiB) until
+#: the next beat drops it.
 HEARTBEAT_PAGE_CACHE_KIB = 64
 
 
