@@ -90,11 +90,7 @@ async def record_burst(count: int, workdir: Path) -> tuple[list[Op], Path, float
         event.listen(sync_engine, "before_cursor_execute", on_execute)
         event.listen(sync_engine, "commit", on_commit)
         await run.add_all(timers)
-        with sqlite3.connect(workdir / "circleback.db") as source, \
-                sqlite3.connect(snapshot) as target:
-            source.backup(target)
-        source.close()
-        target.close()
+        _copy(workdir / "circleback.db", snapshot)
         # From the snapshot on: claims reach ahead of the due time. The idle
         # worker's few passes until then are kept too; they are cheap.
         recording = True
@@ -159,10 +155,10 @@ def replay(
 
 
 def _copy(source: Path, target: Path) -> Path:
-    with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
+    """A consistent copy of the SQLite database ``source`` at ``target``, read while in use."""
+    with contextlib.closing(sqlite3.connect(source)) as src, \
+            contextlib.closing(sqlite3.connect(target)) as dst:
         src.backup(dst)
-    src.close()
-    dst.close()
     return target
 
 

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from circleback.core.clock import SystemClock
 from circleback.core.database import create_sync_engine
 from circleback.core.heartbeat import HEARTBEAT_PAGE_CACHE_KIB, Heartbeat
+from circleback.core.schema import metadata
 
 pytestmark = pytest.mark.anyio
 
@@ -44,8 +45,6 @@ def test_a_sync_engine_on_sqlite_keeps_the_page_cache_it_is_given(tmp_path: Path
 async def test_the_heartbeats_connection_keeps_only_a_token_page_cache(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'beat.db'}"
     setup = create_sync_engine(url)
-    from circleback.core.schema import metadata
-
     metadata.create_all(setup)
     setup.dispose()
     heartbeat = Heartbeat(
