@@ -26,10 +26,16 @@ not due again for a while — may wait much longer, in company. Likewise the
 dispatcher, woken for the next item falling due, may sleep a little longer
 (``timer_slack_seconds``) so that items falling due close together start on
 one wake-up.
+
+An item's work may be given a time limit (``timeout_seconds``). Each worker
+works inside one cancel scope for as long as items keep coming, and a single
+watchdog task cuts off the one whose item overran: a cancel scope and a
+timer per item cost more than the quick checks themselves.
 """
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import logging
 import math
@@ -40,6 +46,7 @@ from typing import Generic, TypeVar
 
 import anyio
 import anyio.lowlevel
+import sniffio
 from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
@@ -52,6 +59,27 @@ ResultT = TypeVar("ResultT")
 
 #: How long to wait before trying again after the store raised.
 _ERROR_PAUSE_SECONDS = 0.5
+
+
+def _loop_time() -> Callable[[], float]:
+    """The running event loop's clock: :func:`anyio.current_time` without its backend lookup.
+
+    The pipeline reads the time several times per item, and finding the
+    backend anew each time cost more than reading the clock.
+    """
+    if sniffio.current_async_library() == "asyncio":
+        return asyncio.get_running_loop().time
+    return anyio.current_time
+
+
+class _Slot:
+    """A worker's item in progress: when its time is up, and the scope that cuts it off."""
+
+    __slots__ = ("deadline", "scope")
+
+    def __init__(self) -> None:
+        self.deadline = math.inf
+        self.scope: anyio.CancelScope | None = None
 
 
 class WorkPipeline(Generic[ItemT, ResultT]):
@@ -76,6 +104,8 @@ class WorkPipeline(Generic[ItemT, ResultT]):
         record_linger_seconds: float = 0.0,
         linger_for: Callable[[ItemT, ResultT], float] | None = None,
         timer_slack_seconds: float = 0.0,
+        timeout_seconds: float = math.inf,
+        timed_out: Callable[[ItemT], ResultT] | None = None,
     ) -> None:
         self._name = name
         self._claim = claim
@@ -92,6 +122,13 @@ class WorkPipeline(Generic[ItemT, ResultT]):
         self._lookahead = lookahead_seconds if due_at is not None else 0.0
         self._linger = record_linger_seconds
         self._linger_for = linger_for
+        if timed_out is None and timeout_seconds != math.inf:
+            raise ValueError("a time limit needs timed_out, the result of an item cut off")
+        self._timeout = timeout_seconds
+        self._timed_out = timed_out
+        #: The workers' items in progress, watched by :meth:`_watch_deadlines`.
+        self._slots: set[_Slot] = set()
+        self._now: Callable[[], float] = anyio.current_time
         # Slack saves real wake-ups; a clock moved by hand wakes sleepers only when moved,
         # and whoever moves it to an item's due moment expects the item to start.
         self._slack = timedelta(
@@ -234,7 +271,10 @@ class WorkPipeline(Generic[ItemT, ResultT]):
             results: list[tuple[ItemT, ResultT]] = []
 
             async def work_one(item: ItemT, into: list[tuple[ItemT, ResultT]]) -> None:
-                into.append((item, await self._work(item)))
+                with anyio.move_on_after(self._timeout) as scope:
+                    into.append((item, await self._work(item)))
+                if scope.cancelled_caught and self._timed_out is not None:
+                    into.append((item, self._timed_out(item)))
 
             async with anyio.create_task_group() as group:
                 for item in items:
@@ -252,12 +292,15 @@ class WorkPipeline(Generic[ItemT, ResultT]):
         send, receive = anyio.create_memory_object_stream[tuple[int, ItemT, ResultT]](math.inf)
         self._workers_starting = self._workers = 0
         self._idle_worker = None
+        self._now = _loop_time()
         self._running = True
         try:
             async with anyio.create_task_group() as group:
                 group.start_soon(self._record_loop, receive)
                 async with anyio.create_task_group() as workers:
                     workers.start_soon(self._dispatch_loop, workers, send)
+                    if self._timeout != math.inf:
+                        workers.start_soon(self._watch_deadlines)
                     task_status.started()
                     await self._claim_loop()
                     with anyio.move_on_after(grace_seconds, shield=True):
@@ -389,9 +432,11 @@ class WorkPipeline(Generic[ItemT, ResultT]):
         """
         self._workers_starting -= 1
         self._workers += 1
+        slot = _Slot()
+        self._slots.add(slot)
         try:
             while True:
-                await self._work_through_queue(send)
+                await self._work_through_queue(send, slot)
                 if self._idle_worker is not None or self._stopping:
                     return
                 idle = self._idle_worker = anyio.Event()
@@ -403,26 +448,80 @@ class WorkPipeline(Generic[ItemT, ResultT]):
                 self._workers_starting -= 1  # the dispatcher counted this wake-up as a start
         finally:
             self._workers -= 1
+            self._slots.discard(slot)
 
     async def _work_through_queue(
-        self, send: MemoryObjectSendStream[tuple[int, ItemT, ResultT]]
+        self, send: MemoryObjectSendStream[tuple[int, ItemT, ResultT]], slot: _Slot
     ) -> None:
+        """Work through the queued items, each within the time limit (see :meth:`_watch_deadlines`).
+
+        One cancel scope serves every item until one is cut off; the next
+        items then get a fresh scope.
+        """
+        timeout = self._timeout
         while self._queue:
-            serial, item = self._queue.popleft()
-            result = await self._work(item)
-            try:
-                send.send_nowait((serial, item, result))
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                return  # the recorder is gone (stopping): the item stays in flight, released
-            self._note_result(item, result)
-            full = self._batch_full
-            if full is not None and send.statistics().current_buffer_used >= self._batch_size:
-                full.set()
+            current: tuple[int, ItemT] | None = None
+            with anyio.CancelScope() as scope:
+                slot.scope = scope
+                while self._queue:
+                    current = serial, item = self._queue.popleft()
+                    if timeout != math.inf:
+                        slot.deadline = self._now() + timeout
+                    result = await self._work(item)
+                    slot.deadline = math.inf
+                    current = None
+                    if not self._hand_over(send, serial, item, result):
+                        return
+                    if scope.cancel_called:
+                        break  # cut off as the item ended anyway: a fresh scope for the next
+            slot.scope = None
+            if current is not None and self._timed_out is not None:
+                serial, item = current
+                if not self._hand_over(send, serial, item, self._timed_out(item)):
+                    return
+
+    def _hand_over(
+        self,
+        send: MemoryObjectSendStream[tuple[int, ItemT, ResultT]],
+        serial: int,
+        item: ItemT,
+        result: ResultT,
+    ) -> bool:
+        """Pass a result to the recorder; False when the recorder is gone (stopping)."""
+        try:
+            send.send_nowait((serial, item, result))
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            return False  # the item stays in flight, and is released
+        self._note_result(item, result)
+        full = self._batch_full
+        if full is not None and send.statistics().current_buffer_used >= self._batch_size:
+            full.set()
+        return True
+
+    async def _watch_deadlines(self) -> None:
+        """Cut off the items that overran the time limit, with one timer for all workers.
+
+        Every item gets the same limit, so an item started later never ends
+        its time sooner: sleeping until the earliest deadline among the items
+        in progress (or a whole limit when none is) misses none.
+        """
+        timeout = self._timeout
+        while True:
+            now = self._now()
+            wake = now + timeout
+            for slot in self._slots:
+                if slot.deadline <= now:
+                    slot.deadline = math.inf
+                    if slot.scope is not None:
+                        slot.scope.cancel()
+                elif slot.deadline < wake:
+                    wake = slot.deadline
+            await anyio.sleep(wake - now)
 
     def _note_result(self, item: ItemT, result: ResultT) -> None:
         """Move the recorder's deadline earlier if this result may not wait as long."""
         linger = self._linger if self._linger_for is None else self._linger_for(item, result)
-        by = anyio.current_time() + linger
+        by = self._now() + linger
         if self._record_by is None or by < self._record_by:
             self._record_by = by
             if self._record_wait is not None:
@@ -442,7 +541,7 @@ class WorkPipeline(Generic[ItemT, ResultT]):
                         break
                 # Results that did not fit in this batch go in the next one at once.
                 left = receive.statistics().current_buffer_used
-                self._record_by = anyio.current_time() if left else None
+                self._record_by = self._now() if left else None
                 due: datetime | None = None
                 with anyio.CancelScope(shield=True):
                     try:
@@ -476,7 +575,7 @@ class WorkPipeline(Generic[ItemT, ResultT]):
                 if receive.statistics().current_buffer_used + 1 >= self._batch_size:
                     return
                 by = self._record_by
-                left = 0.0 if by is None else by - anyio.current_time()
+                left = 0.0 if by is None else by - self._now()
                 if left <= 0:
                     return
                 with anyio.move_on_after(left) as wait:
