@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -19,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 import anyio
 
 from circleback.core.clock import SystemClock
-from circleback.core.pipeline import WorkPipeline
+from circleback.core.pipeline import DENSE_COMPANY, WorkPipeline
 
 Item = tuple[str, datetime]
 
@@ -50,14 +51,15 @@ class ListedItems:
         return None
 
 
-def _pipeline(source: ListedItems, *, capacity: int, batch: int,
-              slack: float = 0.0, lookahead: float = 10.0) -> WorkPipeline[Item, None]:
+def _pipeline(source: ListedItems, *, capacity: int, batch: int, slack: float = 0.0,
+              dense_slack: float = 0.0, lookahead: float = 10.0) -> WorkPipeline[Item, None]:
     return WorkPipeline[Item, None](
         name="test", claim=source.claim, work=source.work, record=source.record,
         release=source.release, next_due=source.next_due, clock=SystemClock(),
         capacity=capacity, batch_size=batch, max_sleep_seconds=0.05,
         logger=logging.getLogger("test"), due_at=lambda item: item[1],
         lookahead_seconds=lookahead, timer_slack_seconds=slack,
+        dense_slack_seconds=dense_slack,
     )
 
 
@@ -98,6 +100,49 @@ async def test_items_due_within_the_slack_start_together_and_a_lone_item_on_time
     assert started["first"] >= due["second"]
     # Nothing fell due within the slack after the lone item: it was not held back by it.
     assert started["lone"] - due["lone"] < timedelta(seconds=0.5)
+
+
+def _wake_ups(started: dict[str, float], *, within: float) -> list[list[str]]:
+    """The items grouped by start: those starting within ``within`` s of a group's first."""
+    groups: list[list[str]] = []
+    first = -math.inf
+    for name, at in sorted(started.items(), key=lambda entry: entry[1]):
+        if at - first > within:
+            groups.append([])
+            first = at
+        groups[-1].append(name)
+    return groups
+
+
+async def test_a_dense_stream_starts_its_items_in_company_and_never_early() -> None:
+    # 40 items 20 ms apart: eight of them fall due within the dense slack of each first.
+    now = datetime.now(UTC) + timedelta(seconds=0.3)
+    due = {f"dense-{index:02}": now + timedelta(seconds=0.02 * index) for index in range(40)}
+    source = ListedItems(list(due.items()))
+    pipeline = _pipeline(source, capacity=100, batch=100, slack=0.001, dense_slack=0.5)
+    await _run_until_recorded(pipeline, source, len(due))
+    started = {name: datetime.fromtimestamp(at, UTC) for name, at in source.started.items()}
+    for name, moment in due.items():
+        assert started[name] >= moment, f"{name} started before it was due"
+        assert started[name] - moment < timedelta(seconds=0.5 + 0.25), f"{name} held back"
+    # Forty wake-ups without the dense slack. With it, one per eight items, until
+    # fewer than eight are left: those are a sparse stream, started one by one.
+    groups = _wake_ups(source.started, within=0.01)
+    in_company = sum(len(group) for group in groups if len(group) >= DENSE_COMPANY)
+    assert in_company >= len(due) - DENSE_COMPANY, groups
+    assert len(groups) <= len(due) // DENSE_COMPANY + DENSE_COMPANY, groups
+
+
+async def test_a_sparse_stream_is_not_held_back_by_the_dense_slack() -> None:
+    # Items 0.2 s apart: fewer than eight fall due within the dense slack of any of them.
+    now = datetime.now(UTC) + timedelta(seconds=0.3)
+    due = {f"sparse-{index}": now + timedelta(seconds=0.2 * index) for index in range(6)}
+    source = ListedItems(list(due.items()))
+    pipeline = _pipeline(source, capacity=100, batch=100, slack=0.001, dense_slack=1.0)
+    await _run_until_recorded(pipeline, source, len(due))
+    for name, moment in due.items():
+        lateness = datetime.fromtimestamp(source.started[name], UTC) - moment
+        assert timedelta(0) <= lateness < timedelta(seconds=0.15), f"{name}: {lateness}"
 
 
 class TrickleItems(ListedItems):

@@ -135,6 +135,7 @@ class Engine:
             record_linger_seconds=tuning.record_linger_seconds,
             linger_for=self._linger_for_check,
             timer_slack_seconds=tuning.timer_slack_seconds,
+            dense_slack_seconds=tuning.dense_timer_slack_seconds,
             timeout_seconds=tuning.check_timeout_seconds,
             timed_out=self._check_timed_out,
         )

@@ -25,7 +25,10 @@ moments, one that nobody needs soon — a poll that answered "not yet" and is
 not due again for a while — may wait much longer, in company. Likewise the
 dispatcher, woken for the next item falling due, may sleep a little longer
 (``timer_slack_seconds``) so that items falling due close together start on
-one wake-up.
+one wake-up. In a dense stream (``DENSE_COMPANY`` items falling due within
+``dense_slack_seconds``) it waits for that many to fall due and starts them
+together: a wake-up of the process costs more than the quick checks it
+starts, and a sparse stream keeps its short slack.
 
 An item's work may be given a time limit (``timeout_seconds``). Each worker
 works inside one cancel scope for as long as items keep coming, and a single
@@ -59,6 +62,9 @@ ResultT = TypeVar("ResultT")
 
 #: How long to wait before trying again after the store raised.
 _ERROR_PAUSE_SECONDS = 0.5
+
+#: How many items falling due within the dense slack make a stream dense.
+DENSE_COMPANY = 8
 
 
 def _loop_time() -> Callable[[], float]:
@@ -104,6 +110,7 @@ class WorkPipeline(Generic[ItemT, ResultT]):
         record_linger_seconds: float = 0.0,
         linger_for: Callable[[ItemT, ResultT], float] | None = None,
         timer_slack_seconds: float = 0.0,
+        dense_slack_seconds: float = 0.0,
         timeout_seconds: float = math.inf,
         timed_out: Callable[[ItemT], ResultT] | None = None,
     ) -> None:
@@ -131,9 +138,9 @@ class WorkPipeline(Generic[ItemT, ResultT]):
         self._now: Callable[[], float] = anyio.current_time
         # Slack saves real wake-ups; a clock moved by hand wakes sleepers only when moved,
         # and whoever moves it to an item's due moment expects the item to start.
-        self._slack = timedelta(
-            seconds=timer_slack_seconds if isinstance(clock, SystemClock) else 0.0
-        )
+        by_hand = not isinstance(clock, SystemClock)
+        self._slack = timedelta(seconds=0.0 if by_hand else timer_slack_seconds)
+        self._dense_slack = timedelta(seconds=0.0 if by_hand else dense_slack_seconds)
         #: A claim waits for room for this many items (unless none is in flight): when
         #: the capacity is what limits, items trickling out would each cost a claim.
         self._least_claim = max(1, min(batch_size, capacity) // 2)
@@ -395,17 +402,42 @@ class WorkPipeline(Generic[ItemT, ResultT]):
 
         When the next item is due and the one after it is due within the
         timer slack, the wake-up waits out the slack and starts both (and any
-        in between) at once; a lone item is woken for on time.
+        in between) at once; a lone item is woken for on time. When
+        ``DENSE_COMPANY`` items fall due within the dense slack of the next,
+        the wake-up waits for the last of them.
         """
         waiting = self._waiting
         if not waiting:
             return None
         head = waiting[0][0]
+        wake = head
         if self._slack and len(waiting) > 1:
             second = min(entry[0] for entry in waiting[1:3])
             if second - head <= self._slack:
-                return head + self._slack
-        return head
+                wake = head + self._slack
+        if self._dense_slack and len(waiting) >= DENSE_COMPANY:
+            company = self._nth_due(DENSE_COMPANY, head + self._dense_slack)
+            if company is not None and company > wake:
+                wake = company
+        return wake
+
+    def _nth_due(self, count: int, limit: datetime) -> datetime | None:
+        """When the ``count``-th waiting item falls due, if no later than ``limit``.
+
+        Walks the heap from its root in order of due time, only as far as
+        that item: a handful of steps, not a sort of every waiting item.
+        """
+        waiting = self._waiting
+        size = len(waiting)
+        frontier = [(waiting[0][0], 0)]
+        for _ in range(count - 1):
+            _, index = heapq.heappop(frontier)
+            for child in (2 * index + 1, 2 * index + 2):
+                if child < size and (due := waiting[child][0]) <= limit:
+                    heapq.heappush(frontier, (due, child))
+            if not frontier:
+                return None
+        return frontier[0][0]
 
     async def _nap_until_due(self, until: datetime | None) -> None:
         """Sleep until ``until`` (None: indefinitely) or until :meth:`_enqueue` has news.
