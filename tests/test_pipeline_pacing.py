@@ -115,7 +115,7 @@ def _wake_ups(started: dict[str, float], *, within: float) -> list[list[str]]:
 
 
 async def test_a_dense_stream_starts_its_items_in_company_and_never_early() -> None:
-    # 40 items 20 ms apart: eight of them fall due within the dense slack of each first.
+    # 40 items 20 ms apart: more than DENSE_COMPANY fall due within the dense slack.
     now = datetime.now(UTC) + timedelta(seconds=0.3)
     due = {f"dense-{index:02}": now + timedelta(seconds=0.02 * index) for index in range(40)}
     source = ListedItems(list(due.items()))
@@ -125,8 +125,8 @@ async def test_a_dense_stream_starts_its_items_in_company_and_never_early() -> N
     for name, moment in due.items():
         assert started[name] >= moment, f"{name} started before it was due"
         assert started[name] - moment < timedelta(seconds=0.5 + 0.25), f"{name} held back"
-    # Forty wake-ups without the dense slack. With it, one per eight items, until
-    # fewer than eight are left: those are a sparse stream, started one by one.
+    # Forty wake-ups without the dense slack. With it, one per DENSE_COMPANY items,
+    # until fewer are left: those are a sparse stream, started one by one.
     groups = _wake_ups(source.started, within=0.01)
     in_company = sum(len(group) for group in groups if len(group) >= DENSE_COMPANY)
     assert in_company >= len(due) - DENSE_COMPANY, groups
@@ -134,11 +134,12 @@ async def test_a_dense_stream_starts_its_items_in_company_and_never_early() -> N
 
 
 async def test_a_sparse_stream_is_not_held_back_by_the_dense_slack() -> None:
-    # Items 0.2 s apart: fewer than eight fall due within the dense slack of any of them.
+    # Items 0.1 s apart: enough wait, but few fall due within the dense slack of any.
     now = datetime.now(UTC) + timedelta(seconds=0.3)
-    due = {f"sparse-{index}": now + timedelta(seconds=0.2 * index) for index in range(6)}
+    due = {f"sparse-{index:02}": now + timedelta(seconds=0.1 * index)
+           for index in range(DENSE_COMPANY + 4)}
     source = ListedItems(list(due.items()))
-    pipeline = _pipeline(source, capacity=100, batch=100, slack=0.001, dense_slack=1.0)
+    pipeline = _pipeline(source, capacity=100, batch=100, slack=0.001, dense_slack=0.5)
     await _run_until_recorded(pipeline, source, len(due))
     for name, moment in due.items():
         lateness = datetime.fromtimestamp(source.started[name], UTC) - moment

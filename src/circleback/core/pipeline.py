@@ -64,7 +64,7 @@ ResultT = TypeVar("ResultT")
 _ERROR_PAUSE_SECONDS = 0.5
 
 #: How many items falling due within the dense slack make a stream dense.
-DENSE_COMPANY = 8
+DENSE_COMPANY = 16
 
 
 def _loop_time() -> Callable[[], float]:

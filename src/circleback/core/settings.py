@@ -80,10 +80,10 @@ class EngineTuning:
     #: due close together start on one wake-up of the worker instead of one each.
     timer_slack_seconds: float = attrs.field(default=0.002, validator=_not_negative)
     #: How much later than its due moment a check may start in a dense stream: when
-    #: eight checks fall due within this long of the next one, the worker wakes when
-    #: the eighth falls due and starts them together, instead of waking every few
+    #: sixteen checks fall due within this long of the next one, the worker wakes when
+    #: the sixteenth falls due and starts them together, instead of waking every few
     #: milliseconds. A sparse stream keeps ``timer_slack_seconds``.
-    dense_timer_slack_seconds: float = attrs.field(default=0.01, validator=_not_negative)
+    dense_timer_slack_seconds: float = attrs.field(default=0.02, validator=_not_negative)
     #: Most messages handed to completion modes at once.
     max_concurrent_deliveries: int = attrs.field(default=200, validator=_positive)
     #: A delivery taking longer is cut off and retried.
