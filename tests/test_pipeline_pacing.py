@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 import anyio
 
 from circleback.core.clock import SystemClock
-from circleback.core.pipeline import DENSE_COMPANY, WorkPipeline
+from circleback.core.pipeline import DENSE_COMPANY, DENSE_STREAM, WorkPipeline
 
 Item = tuple[str, datetime]
 
@@ -115,31 +115,32 @@ def _wake_ups(started: dict[str, float], *, within: float) -> list[list[str]]:
 
 
 async def test_a_dense_stream_starts_its_items_in_company_and_never_early() -> None:
-    # 40 items 20 ms apart: more than DENSE_COMPANY fall due within the dense slack.
+    # 100 items 10 ms apart, on and on: a dense stream for a dense slack of 0.3 s.
     now = datetime.now(UTC) + timedelta(seconds=0.3)
-    due = {f"dense-{index:02}": now + timedelta(seconds=0.02 * index) for index in range(40)}
+    due = {f"dense-{index:03}": now + timedelta(seconds=0.01 * index) for index in range(100)}
     source = ListedItems(list(due.items()))
-    pipeline = _pipeline(source, capacity=100, batch=100, slack=0.001, dense_slack=0.5)
+    pipeline = _pipeline(source, capacity=200, batch=200, slack=0.001, dense_slack=0.3)
     await _run_until_recorded(pipeline, source, len(due))
     started = {name: datetime.fromtimestamp(at, UTC) for name, at in source.started.items()}
     for name, moment in due.items():
         assert started[name] >= moment, f"{name} started before it was due"
-        assert started[name] - moment < timedelta(seconds=0.5 + 0.25), f"{name} held back"
-    # Forty wake-ups without the dense slack. With it, one per DENSE_COMPANY items,
-    # until fewer are left: those are a sparse stream, started one by one.
-    groups = _wake_ups(source.started, within=0.01)
+        assert started[name] - moment < timedelta(seconds=0.3 + 0.25), f"{name} held back"
+    # A hundred wake-ups without the dense slack. With it, one per DENSE_COMPANY items
+    # while the stream goes on; its last stretch is a sparse stream, started one by one.
+    groups = _wake_ups(source.started, within=0.005)
     in_company = sum(len(group) for group in groups if len(group) >= DENSE_COMPANY)
-    assert in_company >= len(due) - DENSE_COMPANY, groups
-    assert len(groups) <= len(due) // DENSE_COMPANY + DENSE_COMPANY, groups
+    assert in_company >= len(due) - DENSE_STREAM, groups
 
 
-async def test_a_sparse_stream_is_not_held_back_by_the_dense_slack() -> None:
-    # Items 0.1 s apart: enough wait, but few fall due within the dense slack of any.
+async def test_a_bunch_of_items_in_a_sparse_stream_is_not_held_back() -> None:
+    # Twenty items 20 ms apart: DENSE_COMPANY of them within the dense slack, but the
+    # stream does not go on. Each starts on time, not when the sixteenth falls due.
     now = datetime.now(UTC) + timedelta(seconds=0.3)
-    due = {f"sparse-{index:02}": now + timedelta(seconds=0.1 * index)
-           for index in range(DENSE_COMPANY + 4)}
+    due = {f"bunch-{index:02}": now + timedelta(seconds=0.02 * index) for index in range(20)}
     source = ListedItems(list(due.items()))
     pipeline = _pipeline(source, capacity=100, batch=100, slack=0.001, dense_slack=0.5)
+    assert len(due) < DENSE_STREAM
+    assert (DENSE_COMPANY - 1) * 0.02 <= 0.5
     await _run_until_recorded(pipeline, source, len(due))
     for name, moment in due.items():
         lateness = datetime.fromtimestamp(source.started[name], UTC) - moment

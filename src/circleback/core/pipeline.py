@@ -26,9 +26,11 @@ not due again for a while — may wait much longer, in company. Likewise the
 dispatcher, woken for the next item falling due, may sleep a little longer
 (``timer_slack_seconds``) so that items falling due close together start on
 one wake-up. In a dense stream (``DENSE_COMPANY`` items falling due within
-``dense_slack_seconds``) it waits for that many to fall due and starts them
+``dense_slack_seconds``, and the stream goes on: ``DENSE_STREAM`` within
+``DENSE_SPAN`` times that) it waits for that many to fall due and starts them
 together: a wake-up of the process costs more than the quick checks it
-starts, and a sparse stream keeps its short slack.
+starts. A sparse stream, or a short bunch of items in one, keeps its short
+slack.
 
 An item's work may be given a time limit (``timeout_seconds``). Each worker
 works inside one cancel scope for as long as items keep coming, and a single
@@ -63,8 +65,12 @@ ResultT = TypeVar("ResultT")
 #: How long to wait before trying again after the store raised.
 _ERROR_PAUSE_SECONDS = 0.5
 
-#: How many items falling due within the dense slack make a stream dense.
+#: How many items falling due within the dense slack start together in a dense stream.
 DENSE_COMPANY = 16
+#: A stream is dense when this many items fall due within ``DENSE_SPAN`` dense slacks:
+#: a lasting rate, not a bunch of items added at one moment.
+DENSE_STREAM = 64
+DENSE_SPAN = 4
 
 
 def _loop_time() -> Callable[[], float]:
@@ -402,42 +408,49 @@ class WorkPipeline(Generic[ItemT, ResultT]):
 
         When the next item is due and the one after it is due within the
         timer slack, the wake-up waits out the slack and starts both (and any
-        in between) at once; a lone item is woken for on time. When
-        ``DENSE_COMPANY`` items fall due within the dense slack of the next,
-        the wake-up waits for the last of them.
+        in between) at once; a lone item is woken for on time. In a dense
+        stream (see the module docstring) the wake-up waits for the
+        ``DENSE_COMPANY``-th item to fall due.
         """
         waiting = self._waiting
         if not waiting:
             return None
         head = waiting[0][0]
-        wake = head
-        if self._slack and len(waiting) > 1:
-            second = min(entry[0] for entry in waiting[1:3])
-            if second - head <= self._slack:
-                wake = head + self._slack
-        if self._dense_slack and len(waiting) >= DENSE_COMPANY:
-            company = self._nth_due(DENSE_COMPANY, head + self._dense_slack)
-            if company is not None and company > wake:
-                wake = company
+        if len(waiting) < 2:
+            return head
+        gap = min(entry[0] for entry in waiting[1:3]) - head
+        wake = head + self._slack if self._slack and gap <= self._slack else head
+        # A cheap look first: in a dense stream the next item is seldom more than
+        # twice the stream's mean gap away.
+        if (
+            self._dense_slack
+            and len(waiting) >= DENSE_STREAM
+            and gap * DENSE_COMPANY <= 2 * self._dense_slack
+        ):
+            ahead = self._first_due(DENSE_STREAM, head + DENSE_SPAN * self._dense_slack)
+            if len(ahead) == DENSE_STREAM:
+                company = ahead[DENSE_COMPANY - 1]
+                if company - head <= self._dense_slack and company > wake:
+                    wake = company
         return wake
 
-    def _nth_due(self, count: int, limit: datetime) -> datetime | None:
-        """When the ``count``-th waiting item falls due, if no later than ``limit``.
+    def _first_due(self, count: int, limit: datetime) -> list[datetime]:
+        """When the first ``count`` waiting items fall due, in order, as far as ``limit``.
 
         Walks the heap from its root in order of due time, only as far as
-        that item: a handful of steps, not a sort of every waiting item.
+        needed: a few dozen steps, not a sort of every waiting item.
         """
         waiting = self._waiting
         size = len(waiting)
         frontier = [(waiting[0][0], 0)]
-        for _ in range(count - 1):
-            _, index = heapq.heappop(frontier)
+        found: list[datetime] = []
+        while frontier and len(found) < count:
+            due, index = heapq.heappop(frontier)
+            found.append(due)
             for child in (2 * index + 1, 2 * index + 2):
-                if child < size and (due := waiting[child][0]) <= limit:
-                    heapq.heappush(frontier, (due, child))
-            if not frontier:
-                return None
-        return frontier[0][0]
+                if child < size and (after := waiting[child][0]) <= limit:
+                    heapq.heappush(frontier, (after, child))
+        return found
 
     async def _nap_until_due(self, until: datetime | None) -> None:
         """Sleep until ``until`` (None: indefinitely) or until :meth:`_enqueue` has news.
