@@ -162,6 +162,14 @@ def test_the_sqlite_floor_replays_the_bursts_own_statements_to_the_same_end() ->
     assert {"UPDATE circleback_jobs", "INSERT circleback_outbox", "COMMIT"} <= kinds
 
 
+def test_the_outbox_backlog_tool_delivers_every_message_it_piled_up() -> None:
+    lines = _run_tool("outbox_backlog", "--n", "30", "--rounds", "2")
+    rounds = [line for line in lines if line.startswith("round ")]
+    assert len(rounds) == 2
+    assert all("30 messages delivered in" in line for line in rounds)
+    assert lines[-1].startswith("min / median / max: ")
+
+
 def test_the_peer_gets_circlebacks_own_limits() -> None:
     from bench import peer_limits
 

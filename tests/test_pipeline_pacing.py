@@ -32,6 +32,7 @@ class ListedItems:
         self.items = list(items)
         self.started: dict[str, float] = {}
         self.recorded: list[str] = []
+        self.batches: list[int] = []
 
     async def claim(self, wanted: int, lookahead: float) -> list[Item]:
         taken, self.items = self.items[:wanted], self.items[wanted:]
@@ -42,6 +43,7 @@ class ListedItems:
 
     async def record(self, results: list[tuple[Item, None]]) -> datetime | None:
         self.recorded.extend(item[0] for item, _ in results)
+        self.batches.append(len(results))
         return None
 
     async def release(self, items: list[Item]) -> None:
@@ -52,14 +54,15 @@ class ListedItems:
 
 
 def _pipeline(source: ListedItems, *, capacity: int, batch: int, slack: float = 0.0,
-              dense_slack: float = 0.0, lookahead: float = 10.0) -> WorkPipeline[Item, None]:
+              dense_slack: float = 0.0, lookahead: float = 10.0,
+              linger: float = 0.0) -> WorkPipeline[Item, None]:
     return WorkPipeline[Item, None](
         name="test", claim=source.claim, work=source.work, record=source.record,
         release=source.release, next_due=source.next_due, clock=SystemClock(),
         capacity=capacity, batch_size=batch, max_sleep_seconds=0.05,
         logger=logging.getLogger("test"), due_at=lambda item: item[1],
         lookahead_seconds=lookahead, timer_slack_seconds=slack,
-        dense_slack_seconds=dense_slack,
+        dense_slack_seconds=dense_slack, record_linger_seconds=linger,
     )
 
 
@@ -301,3 +304,19 @@ async def test_an_item_handed_over_due_before_the_waiting_ones_starts_on_time() 
         assert "late" not in source.started
         await _until(lambda: "late" in source.recorded)
     assert source.started["early"] >= early.timestamp()
+
+
+async def test_results_are_recorded_at_once_when_nothing_more_can_come_until_they_are() -> None:
+    """At capacity, with every item in flight done, lingering for company would only idle.
+
+    Results may wait an hour for company here, and a batch holds more than the
+    capacity, so no batch ever fills: only the rule that nothing more can
+    arrive (the claim loop waits for the room that recording frees) lets the
+    backlog drain before the test's time limit.
+    """
+    now = datetime.now(UTC)
+    source = ListedItems([(f"item {n}", now) for n in range(12)])
+    pipeline = _pipeline(source, capacity=4, batch=10, linger=3600.0)
+    await _run_until_recorded(pipeline, source, 12)
+    assert sorted(source.recorded) == sorted(f"item {n}" for n in range(12))
+    assert source.batches == [4, 4, 4]

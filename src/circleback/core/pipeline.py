@@ -22,7 +22,11 @@ a steady trickle of results costs a few transactions a second rather than one
 each. Each result says how long it may wait (``linger_for``; by default
 ``record_linger_seconds``): one that someone is waiting for goes out within
 moments, one that nobody needs soon — a poll that answered "not yet" and is
-not due again for a while — may wait much longer, in company. Likewise the
+not due again for a while — may wait much longer, in company. No result
+waits for company that cannot come: when every item in flight is done and
+the claim loop waits for the room that recording them frees, they are
+recorded at once (a backlog larger than the capacity would otherwise idle
+through a linger per batch). Likewise the
 dispatcher, woken for the next item falling due, may sleep a little longer
 (``timer_slack_seconds``) so that items falling due close together start on
 one wake-up. In a dense stream (``DENSE_COMPANY`` items falling due within
@@ -175,6 +179,8 @@ class WorkPipeline(Generic[ItemT, ResultT]):
         self._stopping = False
         self._running = False
         self._serial = 0
+        #: Results handed to the recorder and not yet recorded.
+        self._results_waiting = 0
 
     @property
     def in_flight(self) -> int:
@@ -304,6 +310,7 @@ class WorkPipeline(Generic[ItemT, ResultT]):
         """
         send, receive = anyio.create_memory_object_stream[tuple[int, ItemT, ResultT]](math.inf)
         self._workers_starting = self._workers = 0
+        self._results_waiting = 0
         self._idle_worker = None
         self._now = _loop_time()
         self._running = True
@@ -361,6 +368,8 @@ class WorkPipeline(Generic[ItemT, ResultT]):
                 await self._sleep_until_due(claimed_at)
             else:
                 self._waiting_for_capacity = True
+                if self._results_waiting >= len(self._in_flight):
+                    self._record_now()
                 try:
                     await self._wait_for_wake(self._max_sleep)
                 finally:
@@ -537,7 +546,10 @@ class WorkPipeline(Generic[ItemT, ResultT]):
             send.send_nowait((serial, item, result))
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             return False  # the item stays in flight, and is released
+        self._results_waiting += 1
         self._note_result(item, result)
+        if self._waiting_for_capacity and self._results_waiting >= len(self._in_flight):
+            self._record_now()
         full = self._batch_full
         if full is not None and send.statistics().current_buffer_used >= self._batch_size:
             full.set()
@@ -562,6 +574,16 @@ class WorkPipeline(Generic[ItemT, ResultT]):
                 elif slot.deadline < wake:
                     wake = slot.deadline
             await anyio.sleep(wake - now)
+
+    def _record_now(self) -> None:
+        """End the recorder's wait for company: nothing more can come until it records.
+
+        Every item in flight has its result waiting, and the claim loop waits
+        for the room that recording them frees — lingering would only idle.
+        """
+        self._record_by = self._now()
+        if self._record_wait is not None:
+            self._record_wait.cancel()
 
     def _note_result(self, item: ItemT, result: ResultT) -> None:
         """Move the recorder's deadline earlier if this result may not wait as long."""
@@ -596,6 +618,7 @@ class WorkPipeline(Generic[ItemT, ResultT]):
                         self._log.exception(
                             "%s: recording %d results failed", self._name, len(batch)
                         )
+                self._results_waiting -= len(batch)
                 for serial, _, _ in batch:
                     self._in_flight.pop(serial, None)
                 # Wake the claim loop only when this changes what it waits for: capacity
