@@ -166,7 +166,13 @@ def test_the_outbox_backlog_tool_delivers_every_message_it_piled_up() -> None:
     lines = _run_tool("outbox_backlog", "--n", "30", "--rounds", "2")
     rounds = [line for line in lines if line.startswith("round ")]
     assert len(rounds) == 2
-    assert all("30 messages delivered in" in line for line in rounds)
+    assert all("30 messages delivered via the benchmark's sink in" in line for line in rounds)
+    assert lines[-1].startswith("min / median / max: ")
+
+
+def test_the_outbox_backlog_tool_delivers_through_notify_to_a_real_redis(redis_url: str) -> None:
+    lines = _run_tool("outbox_backlog", "--n", "30", "--rounds", "1", "--redis-url", redis_url)
+    assert lines[0].startswith("round 1: 30 messages delivered via notify (notifications:backlog-")
     assert lines[-1].startswith("min / median / max: ")
 
 
