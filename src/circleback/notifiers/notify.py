@@ -17,6 +17,9 @@ Under asyncio the client is ``redis.asyncio``; under trio, which redis-py does
 not support, the synchronous client runs in worker threads. Which one is
 decided once, in :meth:`NotifyNotifier.start`. redis-py is imported only when
 a Redis client is opened, so the standard output form does not load it.
+Messages delivered together (a burst of finished jobs) go out in batches,
+one pipelined round trip each (:mod:`circleback.notifiers.publish_batches`);
+each message still gets its own answer, the number of its subscribers.
 
 Embedded form: with no Redis configured, each notification is written to
 standard output as one JSON line, so a newcomer sees jobs fire without any
@@ -27,7 +30,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Protocol, TextIO
@@ -40,11 +43,13 @@ from ..core.abc import DeliveryContext, DeliveryFailed, DeliveryReceipt, Notifie
 from ..core.hookspecs import hookimpl
 from ..core.models import Notification
 from ..core.settings import Settings
+from .publish_batches import BatchingPublisher
 
 __all__ = ["NotifyNotifier", "channel_for", "encode_notification"]
 
-#: Most PUBLISH commands in flight at once per engine (and so most Redis connections).
-_MAX_CONCURRENT_PUBLISHES = 16
+#: Most one-off Redis clients open at once (an engine that never started its plugins);
+#: a started notifier sends its PUBLISHes in batches over one connection at a time.
+_MAX_ONE_OFF_CLIENTS = 16
 #: Socket timeouts of the Redis client; a delivery never waits on Redis longer than this.
 _REDIS_TIMEOUT_SECONDS = 5.0
 
@@ -95,9 +100,16 @@ class _AsyncioPublisher:
             socket_connect_timeout=timeout,
             retry=redis.asyncio.retry.Retry(NoBackoff(), 1),
         )
+        self._batches = BatchingPublisher(self._send_batch)
 
     async def publish(self, channel: str, message: str) -> int:
-        return int(await self._client.publish(channel, message))
+        return await self._batches.publish(channel, message)
+
+    async def _send_batch(self, pairs: list[tuple[str, str]]) -> Sequence[object]:
+        async with self._client.pipeline(transaction=False) as pipe:
+            for channel, message in pairs:
+                pipe.publish(channel, message)
+            return list(await pipe.execute(raise_on_error=False))
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -117,11 +129,19 @@ class _ThreadPublisher:
             socket_connect_timeout=timeout,
             retry=redis.retry.Retry(NoBackoff(), 1),
         )
-        self._threads = anyio.CapacityLimiter(_MAX_CONCURRENT_PUBLISHES)
+        self._batches = BatchingPublisher(self._send_batch)
 
     async def publish(self, channel: str, message: str) -> int:
-        call = partial(self._client.publish, channel, message)
-        return int(await anyio.to_thread.run_sync(call, limiter=self._threads))
+        return await self._batches.publish(channel, message)
+
+    async def _send_batch(self, pairs: list[tuple[str, str]]) -> Sequence[object]:
+        return await anyio.to_thread.run_sync(partial(self._send_batch_in_thread, pairs))
+
+    def _send_batch_in_thread(self, pairs: list[tuple[str, str]]) -> Sequence[object]:
+        with self._client.pipeline(transaction=False) as pipe:
+            for channel, message in pairs:
+                pipe.publish(channel, message)
+            return list(pipe.execute(raise_on_error=False))
 
     async def aclose(self) -> None:
         await anyio.to_thread.run_sync(self._client.close)
@@ -144,7 +164,7 @@ class NotifyNotifier(Notifier):
     def __init__(self, stream: TextIO | None = None) -> None:
         self._stream = stream
         self._publisher: _Publisher | None = None
-        self._slots = anyio.CapacityLimiter(_MAX_CONCURRENT_PUBLISHES)
+        self._one_off_slots = anyio.CapacityLimiter(_MAX_ONE_OFF_CLIENTS)
 
     async def start(self, runtime: Runtime) -> None:
         """Open the Redis client when a Redis URL is configured (nothing to open otherwise)."""
@@ -165,12 +185,13 @@ class NotifyNotifier(Notifier):
             yield self._publisher
             return
         assert settings.redis_url is not None
-        publisher = _open_publisher(settings.redis_url, _timeout(settings))
-        try:
-            yield publisher
-        finally:
-            with anyio.CancelScope(shield=True):
-                await publisher.aclose()
+        async with self._one_off_slots:
+            publisher = _open_publisher(settings.redis_url, _timeout(settings))
+            try:
+                yield publisher
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await publisher.aclose()
 
     async def deliver(
         self, notification: Notification, context: DeliveryContext
@@ -187,7 +208,7 @@ class NotifyNotifier(Notifier):
 
         channel = channel_for(notification.platform)
         try:
-            async with self._slots, self._publisher_for(settings) as publisher:
+            async with self._publisher_for(settings) as publisher:
                 receivers = await publisher.publish(channel, text)
         except (RedisError, OSError) as exc:
             raise DeliveryFailed(
