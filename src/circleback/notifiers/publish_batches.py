@@ -76,6 +76,8 @@ class BatchingPublisher:
                 raise
         if not item.settled:
             await self._lead(item)
+            if not item.settled:
+                raise RuntimeError("a message was lost from its batch")  # never expected
         if item.error is not None:
             raise item.error
         return item.receivers
@@ -85,7 +87,7 @@ class BatchingPublisher:
         self._leading = True
         try:
             with anyio.CancelScope(shield=True):
-                while not own.settled:
+                while not own.settled and self._waiting:  # ``own`` is in the first batch
                     count = min(len(self._waiting), MAX_BATCH)
                     batch = [self._waiting.popleft() for _ in range(count)]
                     for item in batch:
