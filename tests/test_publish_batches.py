@@ -7,12 +7,14 @@ test sends through ``notify`` to a real Redis with a subscriber.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 
 import anyio
+import anyio.abc
 import pytest
 
 from circleback import JobStatus, Notification, NotificationType, Settings
@@ -72,21 +74,34 @@ async def _publish_into(
         into[message] = exc
 
 
-async def test_a_lone_message_goes_at_once_and_those_arriving_meanwhile_go_together() -> None:
-    held = HeldBatches()
+@contextlib.asynccontextmanager
+async def _publishing(
+    held: HeldBatches,
+) -> AsyncIterator[tuple[BatchingPublisher, anyio.abc.TaskGroup]]:
+    """A publisher sending through ``held``, and a task group for its callers.
+
+    On leaving, every batch is answered (also when the test failed, so that
+    no batch stays held out) and every caller has returned.
+    """
     publisher = BatchingPublisher(held.send)
-    answers: dict[str, object] = {}
     with anyio.fail_after(10):
         async with anyio.create_task_group() as group:
             try:
-                group.start_soon(_publish_into, publisher, "a", answers)
-                await held.until_out(1)  # "a" is out on its own, not held back for company
-                assert held.batches == [["a"]]
-                for message in ("bb", "ccc", "dddd"):
-                    group.start_soon(_publish_into, publisher, message, answers)
-                await anyio.wait_all_tasks_blocked()
+                yield publisher, group
             finally:
-                held.release()  # every batch answered, also when the test fails
+                held.release()
+
+
+async def test_a_lone_message_goes_at_once_and_those_arriving_meanwhile_go_together() -> None:
+    held = HeldBatches()
+    answers: dict[str, object] = {}
+    async with _publishing(held) as (publisher, group):
+        group.start_soon(_publish_into, publisher, "a", answers)
+        await held.until_out(1)  # "a" is out on its own, not held back for company
+        assert held.batches == [["a"]]
+        for message in ("bb", "ccc", "dddd"):
+            group.start_soon(_publish_into, publisher, message, answers)
+        await anyio.wait_all_tasks_blocked()
     assert [sorted(batch) for batch in held.batches] == [["a"], ["bb", "ccc", "dddd"]]
     # Each caller gets its own answer: here, the length of its message.
     assert answers == {"a": 1, "bb": 2, "ccc": 3, "dddd": 4}
@@ -96,33 +111,23 @@ async def test_a_command_that_failed_fails_only_its_own_caller() -> None:
     refused = ValueError("WRONGTYPE")
     held = HeldBatches(answers={"bad": refused})
     held.release()
-    publisher = BatchingPublisher(held.send)
     answers: dict[str, object] = {}
-    with anyio.fail_after(10):
-        async with anyio.create_task_group() as group:
-            try:
-                for message in ("good", "bad", "fine"):
-                    group.start_soon(_publish_into, publisher, message, answers)
-            finally:
-                held.release()  # every batch answered, also when the test fails
+    async with _publishing(held) as (publisher, group):
+        for message in ("good", "bad", "fine"):
+            group.start_soon(_publish_into, publisher, message, answers)
     assert answers == {"good": 4, "bad": refused, "fine": 4}
 
 
 async def test_a_batch_that_could_not_be_sent_fails_every_message_in_it() -> None:
     held = HeldBatches()
     held.fail_with = ConnectionError("Redis went away")
-    publisher = BatchingPublisher(held.send)
     answers: dict[str, object] = {}
-    with anyio.fail_after(10):
-        async with anyio.create_task_group() as group:
-            try:
-                group.start_soon(_publish_into, publisher, "first", answers)
-                await held.until_out(1)
-                group.start_soon(_publish_into, publisher, "second", answers)
-                group.start_soon(_publish_into, publisher, "third", answers)
-                await anyio.wait_all_tasks_blocked()
-            finally:
-                held.release()  # every batch answered, also when the test fails
+    async with _publishing(held) as (publisher, group):
+        group.start_soon(_publish_into, publisher, "first", answers)
+        await held.until_out(1)
+        group.start_soon(_publish_into, publisher, "second", answers)
+        group.start_soon(_publish_into, publisher, "third", answers)
+        await anyio.wait_all_tasks_blocked()
     assert [sorted(batch) for batch in held.batches] == [["first"], ["second", "third"]]
     assert all(answer is held.fail_with for answer in answers.values()), answers
     # Nothing is left holding the lead: the next message goes out.
@@ -133,29 +138,27 @@ async def test_a_batch_that_could_not_be_sent_fails_every_message_in_it() -> Non
 
 async def test_a_caller_cancelled_while_waiting_takes_its_message_back() -> None:
     held = HeldBatches()
-    publisher = BatchingPublisher(held.send)
     answers: dict[str, object] = {}
-    with anyio.fail_after(10):
-        async with anyio.create_task_group() as group:
-            try:
-                group.start_soon(_publish_into, publisher, "first", answers)
-                await held.until_out(1)
-                with anyio.CancelScope() as gone:
-                    gone.cancel()
-                    await publisher.publish("channel", "withdrawn")
-                group.start_soon(_publish_into, publisher, "kept", answers)
-                await anyio.wait_all_tasks_blocked()
-            finally:
-                held.release()  # every batch answered, also when the test fails
+    async with _publishing(held) as (publisher, group):
+        group.start_soon(_publish_into, publisher, "first", answers)
+        await held.until_out(1)
+        with anyio.CancelScope() as gone:
+            gone.cancel()
+            await publisher.publish("channel", "withdrawn")
+        group.start_soon(_publish_into, publisher, "kept", answers)
+        await anyio.wait_all_tasks_blocked()
     assert held.batches == [["first"], ["kept"]]
     assert answers == {"first": 5, "kept": 4}
 
 
-async def test_the_sender_cancelled_while_its_batch_is_out_still_answers_the_others() -> None:
-    held = HeldBatches()
-    publisher = BatchingPublisher(held.send)
-    answers: dict[str, object] = {}
-    cancelled: list[str] = []
+async def _lead_out_and_two_waiting(
+    group: anyio.abc.TaskGroup,
+    held: HeldBatches,
+    publisher: BatchingPublisher,
+    answers: dict[str, object],
+    cancelled: list[str],
+) -> anyio.CancelScope:
+    """"lead" sent and held out; "f1" (returned: its cancel scope) and "f2" waiting."""
 
     async def cancellable(message: str, scope: anyio.CancelScope) -> None:
         with scope:
@@ -163,22 +166,26 @@ async def test_the_sender_cancelled_while_its_batch_is_out_still_answers_the_oth
         if scope.cancelled_caught:
             cancelled.append(message)
 
-    with anyio.fail_after(10):
-        async with anyio.create_task_group() as group:
-            try:
-                group.start_soon(_publish_into, publisher, "lead", answers)
-                await held.until_out(1)
-                first = anyio.CancelScope()
-                group.start_soon(cancellable, "f1", first)
-                group.start_soon(_publish_into, publisher, "f2", answers)
-                await anyio.wait_all_tasks_blocked()
-                held.release(0)  # "lead" is answered and hands the lead to the first waiting
-                await held.until_out(2)
-                first.cancel()  # "f1" is in the batch out: it goes out to its end
-                await anyio.wait_all_tasks_blocked()
-                held.release(1)
-            finally:
-                held.release()  # every batch answered, also when the test fails
+    group.start_soon(_publish_into, publisher, "lead", answers)
+    await held.until_out(1)
+    first = anyio.CancelScope()
+    group.start_soon(cancellable, "f1", first)
+    group.start_soon(_publish_into, publisher, "f2", answers)
+    await anyio.wait_all_tasks_blocked()
+    return first
+
+
+async def test_the_sender_cancelled_while_its_batch_is_out_still_answers_the_others() -> None:
+    held = HeldBatches()
+    answers: dict[str, object] = {}
+    cancelled: list[str] = []
+    async with _publishing(held) as (publisher, group):
+        first = await _lead_out_and_two_waiting(group, held, publisher, answers, cancelled)
+        held.release(0)  # "lead" is answered and hands the lead to the first waiting
+        await held.until_out(2)
+        first.cancel()  # "f1" is in the batch out: it goes out to its end
+        await anyio.wait_all_tasks_blocked()
+        held.release(1)
     assert [sorted(batch) for batch in held.batches] == [["lead"], ["f1", "f2"]]
     # "f1" was sent and answered: it returns the answer or, at a later turn, is cancelled.
     assert (answers.get("f1"), cancelled) in ((2, []), (None, ["f1"]))
@@ -188,27 +195,14 @@ async def test_the_sender_cancelled_while_its_batch_is_out_still_answers_the_oth
 
 async def test_a_caller_cancelled_as_the_lead_comes_to_it_passes_the_lead_on() -> None:
     held = HeldBatches()
-    publisher = BatchingPublisher(held.send)
     answers: dict[str, object] = {}
-
-    async def cancellable(message: str, scope: anyio.CancelScope) -> None:
-        with scope:
-            answers[message] = await publisher.publish("channel", message)
-
-    with anyio.fail_after(10):
-        async with anyio.create_task_group() as group:
-            try:
-                group.start_soon(_publish_into, publisher, "lead", answers)
-                await held.until_out(1)
-                first = anyio.CancelScope()
-                group.start_soon(cancellable, "f1", first)
-                group.start_soon(_publish_into, publisher, "f2", answers)
-                await anyio.wait_all_tasks_blocked()
-                # Whichever comes first — "f1" giving up, or the lead reaching it — "f2" is sent.
-                first.cancel()
-            finally:
-                held.release()  # every batch answered, also when the test fails
+    cancelled: list[str] = []
+    async with _publishing(held) as (publisher, group):
+        first = await _lead_out_and_two_waiting(group, held, publisher, answers, cancelled)
+        # Whichever comes first — "f1" giving up, or the lead reaching it — "f2" is sent.
+        first.cancel()
     assert held.batches == [["lead"], ["f2"]]
+    assert cancelled == ["f1"]
     assert answers == {"lead": 4, "f2": 2}
 
 
