@@ -16,6 +16,7 @@ counts as not delivered).
 
     python -m bench.outbox_backlog --n 3000 --rounds 3
     python -m bench.outbox_backlog --n 3000 --redis-url redis://127.0.0.1:6379/0
+    python -m bench.outbox_backlog --backend trio   # SQLite and Redis in worker threads
 """
 
 from __future__ import annotations
@@ -108,6 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=3000, help="messages in the backlog")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--redis-url", help="deliver through notify to this Redis")
+    parser.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
     args = parser.parse_args(argv)
     platform = f"backlog-{uuid.uuid4().hex[:12]}"
     via = f"notify ({channel_for(platform)})" if args.redis_url else "the benchmark's sink"
@@ -117,7 +119,10 @@ def main(argv: list[str] | None = None) -> None:
     ):
         for round_number in range(1, args.rounds + 1):
             with tempfile.TemporaryDirectory(prefix="circleback-backlog-") as tmp:
-                took = anyio.run(_drain_once, args.n, Path(tmp), args.redis_url, platform)
+                took = anyio.run(
+                    _drain_once, args.n, Path(tmp), args.redis_url, platform,
+                    backend=args.backend,
+                )
             times.append(took)
             print(f"round {round_number}: {args.n:,} messages delivered via {via} in "
                   f"{took:.3f} s ({args.n / took:,.0f} messages/s)")

@@ -170,8 +170,12 @@ def test_the_outbox_backlog_tool_delivers_every_message_it_piled_up() -> None:
     assert lines[-1].startswith("min / median / max: ")
 
 
-def test_the_outbox_backlog_tool_delivers_through_notify_to_a_real_redis(redis_url: str) -> None:
-    lines = _run_tool("outbox_backlog", "--n", "30", "--rounds", "1", "--redis-url", redis_url)
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_the_outbox_backlog_tool_delivers_through_notify_to_a_real_redis(
+    redis_url: str, backend: str
+) -> None:
+    lines = _run_tool("outbox_backlog", "--n", "30", "--rounds", "1", "--redis-url", redis_url,
+                      "--backend", backend)
     assert lines[0].startswith("round 1: 30 messages delivered via notify (notifications:backlog-")
     assert lines[-1].startswith("min / median / max: ")
 
