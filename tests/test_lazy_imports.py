@@ -1,5 +1,8 @@
 """The HTTP clients, redis, Alembic and SQLAlchemy's PostgreSQL dialect load only when used.
 
+SQLAlchemy's ORM (and its asyncio extension, which imports the ORM) never
+loads: the store speaks SQLAlchemy Core, and the ORM alone is about 8 MiB.
+
 Every built-in plugin is registered when an engine starts, but an engine on
 the embedded SQLite store that only runs ``delay`` jobs and notifies on
 standard output must not pay the memory of the HTTP and Redis clients, nor of
@@ -33,7 +36,8 @@ from .continue_server import ContinueServer
 
 #: The libraries an engine loads only when a job or a setting needs them.
 LAZY = (
-    "httpx", "httpcore", "h11", "httptools", "redis", "alembic", "sqlalchemy.dialects.postgresql"
+    "httpx", "httpcore", "h11", "httptools", "redis", "alembic", "sqlalchemy.dialects.postgresql",
+    "sqlalchemy.orm", "sqlalchemy.ext.asyncio",
 )
 
 #: Starts an engine with the default plugins on a SQLite file, runs one job to its end,
