@@ -13,8 +13,7 @@ are fetched in one call on aiosqlite's thread, and cursors are opened and
 closed where the caller runs — a sqlite3 cursor is a plain object until it
 executes, and closing a finished one resets nothing that is in use. Commit and
 rollback are still one trip each. Everything else is SQLAlchemy's own
-aiosqlite dialect: :func:`dbapi` is handed to ``create_async_engine`` as its
-``module``.
+aiosqlite dialect: :func:`dbapi` is handed to the engine as its ``module``.
 
 It calls aiosqlite's ``Connection._execute`` (the method its own cursors use
 to reach the thread), as SQLAlchemy's dialect does with aiosqlite's queue.
@@ -104,7 +103,7 @@ def _supported() -> bool:
 
 
 def dbapi() -> AsyncAdapt_aiosqlite_dbapi | None:
-    """The DBAPI module for ``create_async_engine(..., module=...)``; None: use the stock one."""
+    """The DBAPI module for ``create_engine(..., module=...)``; None: use the stock one."""
     if not _supported():
         return None
     return _OneTripDbapi(aiosqlite, sqlite3)
