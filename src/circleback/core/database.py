@@ -7,8 +7,7 @@ inside one transaction. A :class:`TransactionRunner` decides where it runs:
   asyncpg), the whole transaction running in one greenlet the way
   SQLAlchemy's asyncio extension runs its calls (aiosqlite with one trip to
   its thread per statement: :mod:`.aiosqlite_driver`). The extension itself
-  is not imported: it brings in the ORM, about 8 MiB that nothing here uses;
-
+  is not imported: it brings in the ORM, about 7 MiB that nothing here uses;
 - ``thread`` driver (asyncio and trio): a synchronous ``Engine`` (sqlite3,
   psycopg), the function running in a worker thread.
 
