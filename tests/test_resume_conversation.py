@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -9,7 +10,7 @@ import anyio
 import pytest
 
 import circleback
-from circleback import Caller, DeliveryStatus, OutboxEntry, Settings
+from circleback import Caller, DeliveryStatus, EngineTuning, OutboxEntry, Settings
 from circleback.notifiers.notify import channel_for
 
 from . import services
@@ -137,6 +138,58 @@ async def test_failed_resume_falls_back_to_notify_with_the_same_id(
     assert entry.status is DeliveryStatus.SENT
     assert entry.delivered_via == "notify"
     assert entry.delivery_note == f"{why}; notify: 1 subscriber"
+
+
+@pytest.mark.parametrize(
+    ("script", "why"),
+    [
+        ([503, 503, 401], "/continue answered 503 (2 tries), then /continue answered 401"),
+        ([503, 500, 401], "/continue answered 503 (1 try), then /continue answered 500 (1 try), "
+                          "then /continue answered 401"),
+        ([429, 500, 500], "/continue answered 429 (1 try), then /continue answered 500 (2 tries)"),
+    ],
+    ids=["503-503-401", "503-500-401", "429-500-500"],
+)
+async def test_a_fallback_note_names_every_try_that_failed(
+    make_settings: Callable[..., Settings], caller: Caller, redis_url: str,
+    script: list[int], why: str,
+) -> None:
+    with ContinueServer(script, default=200) as core, \
+            Subscriber(redis_url, channel_for(caller.platform)) as bot:
+        settings = quick_resume(make_settings, redis_url=redis_url, core_url=core.url)
+        entry = await run_one_job(settings, caller, resume_job())
+        requests = core.requests
+        [fallback] = bot.messages
+    assert len(requests) == 3
+    assert fallback["notification_id"] == str(entry.id)
+    assert entry.delivered_via == "notify"
+    assert entry.delivery_note == f"fell back: {why}; notify: 1 subscriber"
+
+
+async def test_tries_stop_when_the_share_of_the_delivery_timeout_runs_out(
+    make_settings: Callable[..., Settings], caller: Caller, redis_url: str
+) -> None:
+    # Tries of /continue may use half the engine's delivery timeout (1 s here), so the
+    # notify fallback keeps the other half: the third try is never made.
+    tuning = EngineTuning(max_sleep_seconds=0.05, delivery_timeout_seconds=2.0,
+                          delivery_backoff_seconds=0.05)
+    with ContinueServer(default=HANG) as core, \
+            Subscriber(redis_url, channel_for(caller.platform)) as bot:
+        settings = quick_resume(make_settings, redis_url=redis_url, core_url=core.url,
+                                resume_timeout_seconds=0.6, tuning=tuning)
+        entry = await run_one_job(settings, caller, resume_job())
+        requests = core.requests
+        [fallback] = bot.messages
+    assert fallback["notification_id"] == str(entry.id)
+    assert entry.delivered_via == "notify"
+    note = entry.delivery_note or ""
+    assert re.fullmatch(
+        r"fell back: /continue did not answer within 0\.6 s \(1 try\)"
+        r"(, then /continue did not answer within [0-9.]+ s \(1 try\))?"
+        r" \(out of time for more tries\); notify: 1 subscriber",
+        note,
+    ), note
+    assert len(requests) == note.count("did not answer") < 3
 
 
 async def test_without_a_core_url_resume_falls_back_at_once(

@@ -12,7 +12,8 @@ and, when ``CIRCLEBACK_CORE_TOKEN`` is set, ``Authorization: Bearer <token>``.
 - After that, or at once on any other answer (a 4xx such as 401, or a
   redirect), or when no ``core_url`` is configured, the message goes out
   through ``notify`` with the same notification id, and the receipt says that
-  it fell back and why; the engine keeps that note with the outbox row.
+  it fell back and why (every failed try, in order); the engine keeps that
+  note with the outbox row.
 
 If the fallback fails too, the delivery fails and the outbox retries it later
 (starting again with ``/continue``). Consumers deduplicate on the id: the core
@@ -127,32 +128,30 @@ class ResumeConversationNotifier(Notifier):
         body = encode_notification(notification).encode("utf-8")
         budget = settings.tuning.delivery_timeout_seconds * _RESUME_SHARE_OF_DELIVERY_TIMEOUT
         deadline = anyio.current_time() + budget
-        why = "no try was made"
+        failures: list[str] = []
         for attempt in range(1, settings.resume_attempts + 1):
             remaining = deadline - anyio.current_time()
             if remaining <= 0:
-                why += " (out of time for more tries)"
-                break
+                return _describe(failures, "out of time for more tries")
             timeout = min(settings.resume_timeout_seconds, remaining)
             try:
                 status = await self._post_once(client, url, body, headers, seconds=timeout)
             except _Retry as exc:
-                why = f"{exc} ({attempt} {'try' if attempt == 1 else 'tries'})"
+                failures.append(str(exc))
             else:
                 if 200 <= status < 300:
                     return None
-                return f"/continue answered {status}"
+                return _describe(failures, then=f"/continue answered {status}")
             if attempt < settings.resume_attempts:
                 pause = _backoff(settings, attempt)
                 if anyio.current_time() + pause >= deadline:
-                    why += " (out of time for more tries)"
-                    break
+                    return _describe(failures, "out of time for more tries")
                 logger.info(
                     "resuming %s failed (%s); trying again in %.2f s",
-                    notification.notification_id, why, pause,
+                    notification.notification_id, failures[-1], pause,
                 )
                 await anyio.sleep(pause)
-        return why
+        return _describe(failures)
 
     @staticmethod
     async def _post_once(
@@ -206,6 +205,26 @@ def _new_client() -> httpx.AsyncClient:
     import httpx
 
     return httpx.AsyncClient(follow_redirects=False, trust_env=False)
+
+
+def _describe(failures: list[str], aside: str | None = None, *, then: str | None = None) -> str:
+    """Why ``/continue`` did not take a message, naming every try that failed.
+
+    Runs of tries that failed alike are counted once, in order: "/continue
+    answered 503 (2 tries), then /continue answered 401". ``then`` is a final
+    answer not worth trying again; ``aside`` says why the tries stopped early.
+    """
+    runs: list[tuple[str, int]] = []
+    for reason in failures:
+        if runs and runs[-1][0] == reason:
+            runs[-1] = (reason, runs[-1][1] + 1)
+        else:
+            runs.append((reason, 1))
+    parts = [f"{reason} ({count} {'try' if count == 1 else 'tries'})" for reason, count in runs]
+    if then is not None:
+        parts.append(then)
+    why = ", then ".join(parts) or "no try was made"
+    return f"{why} ({aside})" if aside else why
 
 
 def _backoff(settings: Settings, attempt: int) -> float:
