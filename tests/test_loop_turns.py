@@ -9,12 +9,14 @@ driver works, other tasks run).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
 import anyio
 import anyio.lowlevel
+import pytest
 import sqlalchemy as sa
 
 import circleback
@@ -29,13 +31,34 @@ _OUTBOX_INSERT = "insert into circleback_outbox"
 _JOBS = max(3 * _TRANSITIONS_BETWEEN_TURNS, 2 * _MANY_SLICE) + 7
 
 
+@pytest.fixture(autouse=True)
+def quick_gil_handoffs() -> Iterator[None]:
+    """Let the store's worker threads (trio's driver) take the GIL from a spinning loop quickly.
+
+    SQLite and psycopg give up the GIL around each step of a statement; taking
+    it back from the ticker's busy loop waits out the switch interval (5 ms by
+    default) every time, which made the trio runs take seconds.
+    """
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(0.0001)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
+
+
 class Ticker:
-    """A task that counts its own turns on the event loop."""
+    """A task that counts its own turns on the event loop, from the first check on.
+
+    Spinning from the start would only slow the test (see :func:`quick_gil_handoffs`).
+    """
 
     def __init__(self) -> None:
         self.turns = 0
+        self.checks_started = anyio.Event()
 
     async def run(self) -> None:
+        await self.checks_started.wait()
         while True:
             self.turns += 1
             await anyio.lowlevel.checkpoint()
@@ -51,6 +74,7 @@ class TickingChecker(ScriptedChecker):
         self.turns_at_last_check = 0
 
     async def check(self, job: Job, runtime: Runtime) -> CheckOutcome:
+        self.ticker.checks_started.set()
         self.turns_at_last_check = self.ticker.turns
         return await super().check(job, runtime)
 
