@@ -106,6 +106,34 @@ def test_examples_are_accepted_by_execute(
                     assert answer["ok"], (tool["name"], example, answer)
 
 
+def test_an_optional_check_config_field_given_as_null_is_taken_only_if_the_schema_takes_it(
+    make_settings: Callable[..., Settings], caller: Caller
+) -> None:
+    """execute() never takes what the manifest refuses, null included, for every optional
+    field of every shipped job type (starting from the manifest's examples). It may refuse
+    more: rules across fields, such as no body on a GET, are checked by execute() alone."""
+    settings = make_settings(modules={"deployer": "http://127.0.0.1:9"})
+    checkers = _registry().checkers
+    with tool_harness("asyncio", settings) as harness:
+        [add_job] = [t for t in harness.tools.manifest["tools"] if t["name"] == "scheduler.add_job"]
+        validator = Draft202012Validator(add_job["parameters"])
+        tried = set()
+        for example in add_job["examples"]:
+            arguments = example["arguments"]
+            job_type = arguments["job_type"]
+            config_schema = checkers[job_type].config_schema()
+            optional = set(config_schema["properties"]) - set(config_schema.get("required", ()))
+            for field in sorted(optional):
+                given = {**arguments, "check_config": {**arguments["check_config"], field: None}}
+                answer = harness.execute("scheduler.add_job", given, context_of(caller))
+                if answer["ok"]:
+                    assert validator.is_valid(given), (job_type, field, answer)
+                else:
+                    assert answer["error"]["field"].startswith("check_config."), answer
+                tried.add(job_type)
+    assert tried == {"poll_url", "poll_module"}  # delay has no optional field
+
+
 def test_add_job_schema_follows_the_registered_plugins(settings: Settings) -> None:
     plugin = TestingPlugin()
     registry = _registry(plugin)

@@ -4,7 +4,7 @@
 
     {"module": "deployer",                   # one of Settings.modules (CIRCLEBACK_MODULES)
      "tool": "deployer.task_status",         # the tool's name as the module's manifest gives it
-     "args": {"task_id": "t-42"},            # its arguments (optional, default {})
+     "args": {"task_id": "t-42"},            # its arguments (optional; null or absent: {})
      "success_field": "task_status",         # dotted path into the tool's result
      "success_values": ["completed"],        # values that complete the job
      "failure_field": "task_status",         # optional; defaults to success_field
@@ -247,9 +247,9 @@ class PollModuleChecker(Checker):
                     "description": "The tool's name, as in 'deployer.task_status'.",
                 },
                 "args": {
-                    "type": "object",
+                    "type": ["object", "null"],
                     "description": "The tool's arguments (without user or channel ids: the "
-                    "call carries the job's own context).",
+                    "call carries the job's own context); null or left out means none.",
                 },
                 "success_field": {
                     **path,
