@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import gzip
 import json
+import re
 import ssl
 import threading
 import tracemalloc
@@ -738,8 +739,13 @@ def test_config_schema_lists_exactly_the_accepted_settings() -> None:
         "url", "method", "expected_status", "headers", "json", "response_field",
         "response_values",
     }
-    assert schema["properties"]["method"]["enum"] == ["GET", "HEAD", "POST", "PUT", "PATCH",
-                                                      "DELETE"]
+    method = schema["properties"]["method"]
+    assert method["examples"] == ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+    # The schema takes what validation takes (which stores it upper-cased): any ASCII case.
+    for spelling in ["GET", "get", "Head", "pOsT", "put", "PATCH", "delete"]:
+        assert re.fullmatch(method["pattern"], spelling), spelling
+    for other in ["", "GETS", "OPTIONS", "CONNECT", "po\u017ft", " GET"]:
+        assert not re.fullmatch(method["pattern"], other), other
     json.dumps(schema)  # plain JSON, ready for a tool manifest
     described = PollUrlChecker().describe(
         {"url": "https://x.example/h", "method": "GET", "expected_status": [200, 204]}

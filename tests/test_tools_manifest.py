@@ -134,6 +134,25 @@ def test_an_optional_check_config_field_given_as_null_is_taken_only_if_the_schem
     assert tried == {"poll_url", "poll_module"}  # delay has no optional field
 
 
+@pytest.mark.parametrize(("method", "taken"), [
+    ("GET", True), ("get", True), ("Post", True), ("dELETE", True),
+    ("FETCH", False), ("po\u017ft", False),  # the long s upper-cases to S, but is not ASCII
+])
+def test_a_poll_url_method_is_taken_in_any_ascii_case_by_execute_and_the_schema_alike(
+    make_settings: Callable[..., Settings], caller: Caller, method: str, taken: bool
+) -> None:
+    with tool_harness("asyncio", make_settings()) as harness:
+        [add_job] = [t for t in harness.tools.manifest["tools"] if t["name"] == "scheduler.add_job"]
+        arguments = {"job_type": "poll_url", "on_success_message": "up",
+                     "check_config": {"url": "https://status.example.com/health",
+                                      "method": method}}
+        answer = harness.execute("scheduler.add_job", arguments, context_of(caller))
+        schema_takes = Draft202012Validator(add_job["parameters"]).is_valid(arguments)
+    assert (answer["ok"], schema_takes) == (taken, taken), answer
+    if not taken:
+        assert answer["error"]["field"] == "check_config.method"
+
+
 def test_add_job_schema_follows_the_registered_plugins(settings: Settings) -> None:
     plugin = TestingPlugin()
     registry = _registry(plugin)

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
@@ -169,7 +169,7 @@ class PollUrlChecker(Checker):
         normal: dict[str, Any] = {"url": str(url)}
 
         method = config.get("method", "GET")
-        if not isinstance(method, str) or method.upper() not in METHODS:
+        if not isinstance(method, str) or not method.isascii() or method.upper() not in METHODS:
             raise ValidationError("method", f"must be one of {', '.join(METHODS)}")
         normal["method"] = method.upper()
         normal["expected_status"] = _validate_statuses(config.get("expected_status", 200))
@@ -206,7 +206,13 @@ class PollUrlChecker(Checker):
                     "description": "The http or https URL to request. It must reach a public "
                     "address (loopback, private and metadata addresses are refused).",
                 },
-                "method": {"type": "string", "enum": list(METHODS), "default": "GET"},
+                "method": {
+                    "type": "string",
+                    "pattern": _any_case(METHODS),
+                    "examples": list(METHODS),
+                    "default": "GET",
+                    "description": f"The HTTP method, one of {', '.join(METHODS)} (any case).",
+                },
                 "expected_status": {
                     "description": "The status code, or codes, that mean done.",
                     "default": 200,
@@ -407,6 +413,12 @@ def _result_body(answer: _Answer) -> Any:
         if len(compact) <= _MAX_JSON_RESULT_CHARS:
             return answer.parsed
     return _excerpt(answer.text)
+
+
+def _any_case(words: Iterable[str]) -> str:
+    """A JSON Schema pattern matching exactly ``words`` in any ASCII case ("get", "Post")."""
+    spelled = ("".join(f"[{c.upper()}{c.lower()}]" for c in word) for word in words)
+    return f"^(?:{'|'.join(spelled)})$"
 
 
 def _validate_statuses(value: Any) -> list[int]:
