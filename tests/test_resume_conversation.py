@@ -51,6 +51,23 @@ async def run_one_job(settings: Settings, caller: Caller, spec: dict[str, Any]) 
     return entry
 
 
+async def run_against_core(
+    make_settings: Callable[..., Settings], caller: Caller, redis_url: str,
+    script: list[Behaviour], *, default: Behaviour = 200, **overrides: Any,
+) -> tuple[OutboxEntry, list[Any], list[dict[str, Any]]]:
+    """One resume job against a core answering ``script`` then ``default``.
+
+    Returns its outbox row, the requests the core saw and the fallback
+    notifications a subscriber got.
+    """
+    with ContinueServer(script, default=default) as core, \
+            Subscriber(redis_url, channel_for(caller.platform)) as bot:
+        settings = quick_resume(make_settings, redis_url=redis_url, core_url=core.url,
+                                **overrides)
+        entry = await run_one_job(settings, caller, resume_job())
+        return entry, core.requests, bot.messages
+
+
 async def test_resume_posts_once_with_the_documented_body_and_idempotency_key(
     make_settings: Callable[..., Settings], caller: Caller, redis_url: str
 ) -> None:
@@ -88,12 +105,7 @@ async def test_resume_posts_once_with_the_documented_body_and_idempotency_key(
 async def test_resume_retries_server_errors_then_succeeds_without_fallback(
     make_settings: Callable[..., Settings], caller: Caller, redis_url: str, script: list[int]
 ) -> None:
-    with ContinueServer(script, default=200) as core, \
-            Subscriber(redis_url, channel_for(caller.platform)) as bot:
-        settings = quick_resume(make_settings, redis_url=redis_url, core_url=core.url)
-        entry = await run_one_job(settings, caller, resume_job())
-        requests = core.requests
-        fallbacks = bot.messages
+    entry, requests, fallbacks = await run_against_core(make_settings, caller, redis_url, script)
     assert entry.status is DeliveryStatus.SENT
     assert entry.attempts == 1  # the retries happened inside one delivery
     assert entry.delivered_via == "resume_conversation", entry.delivery_note
@@ -154,12 +166,7 @@ async def test_a_fallback_note_names_every_try_that_failed(
     make_settings: Callable[..., Settings], caller: Caller, redis_url: str,
     script: list[int], why: str,
 ) -> None:
-    with ContinueServer(script, default=200) as core, \
-            Subscriber(redis_url, channel_for(caller.platform)) as bot:
-        settings = quick_resume(make_settings, redis_url=redis_url, core_url=core.url)
-        entry = await run_one_job(settings, caller, resume_job())
-        requests = core.requests
-        [fallback] = bot.messages
+    entry, requests, [fallback] = await run_against_core(make_settings, caller, redis_url, script)
     assert len(requests) == 3
     assert fallback["notification_id"] == str(entry.id)
     assert entry.delivered_via == "notify"
@@ -173,13 +180,9 @@ async def test_tries_stop_when_the_share_of_the_delivery_timeout_runs_out(
     # notify fallback keeps the other half: the third try is never made.
     tuning = EngineTuning(max_sleep_seconds=0.05, delivery_timeout_seconds=2.0,
                           delivery_backoff_seconds=0.05)
-    with ContinueServer(default=HANG) as core, \
-            Subscriber(redis_url, channel_for(caller.platform)) as bot:
-        settings = quick_resume(make_settings, redis_url=redis_url, core_url=core.url,
-                                resume_timeout_seconds=0.6, tuning=tuning)
-        entry = await run_one_job(settings, caller, resume_job())
-        requests = core.requests
-        [fallback] = bot.messages
+    entry, requests, [fallback] = await run_against_core(
+        make_settings, caller, redis_url, [], default=HANG, resume_timeout_seconds=0.6,
+        tuning=tuning)
     assert fallback["notification_id"] == str(entry.id)
     assert entry.delivered_via == "notify"
     note = entry.delivery_note or ""
