@@ -153,6 +153,27 @@ def test_a_poll_url_method_is_taken_in_any_ascii_case_by_execute_and_the_schema_
         assert answer["error"]["field"] == "check_config.method"
 
 
+@pytest.mark.parametrize("method", [None, "GET", "head", "HEAD", "POST", "delete"])
+@pytest.mark.parametrize("extra", [
+    {"json": {"deploy": 1}}, {"json": None}, {"response_field": "state", "response_values": "ok"},
+], ids=["json", "json-null", "response-field"])
+def test_poll_url_rules_across_fields_are_in_the_schema_too(
+    make_settings: Callable[..., Settings], caller: Caller, method: str | None,
+    extra: dict[str, Any],
+) -> None:
+    """No body on a GET or HEAD (the default method is GET), nothing to look into on a HEAD:
+    the schema says so too, so an LLM that checks its arguments first learns it there."""
+    config: dict[str, Any] = {"url": "https://status.example.com/health", **extra}
+    if method is not None:
+        config["method"] = method
+    arguments = {"job_type": "poll_url", "on_success_message": "up", "check_config": config}
+    with tool_harness("asyncio", make_settings()) as harness:
+        [add_job] = [t for t in harness.tools.manifest["tools"] if t["name"] == "scheduler.add_job"]
+        answer = harness.execute("scheduler.add_job", arguments, context_of(caller))
+        schema_takes = Draft202012Validator(add_job["parameters"]).is_valid(arguments)
+    assert answer["ok"] is schema_takes, answer
+
+
 def test_add_job_schema_follows_the_registered_plugins(settings: Settings) -> None:
     plugin = TestingPlugin()
     registry = _registry(plugin)

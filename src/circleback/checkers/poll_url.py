@@ -252,6 +252,15 @@ class PollUrlChecker(Checker):
                 "response_field": ["response_values"],
                 "response_values": ["response_field"],
             },
+            "allOf": [
+                # No body on a GET or HEAD (left out, the method is GET).
+                {"if": {"properties": {"method": {"pattern": _any_case(("GET", "HEAD"))}}},
+                 "then": {"not": {"required": ["json"]}}},
+                # Nothing to look into on a HEAD.
+                {"if": {"properties": {"method": {"pattern": _any_case(("HEAD",))}},
+                        "required": ["method"]},
+                 "then": {"not": {"required": ["response_field"]}}},
+            ],
         }
 
     def describe(self, config: Mapping[str, Any]) -> str:
