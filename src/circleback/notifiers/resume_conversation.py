@@ -25,6 +25,7 @@ tries ``/continue``: an engine that never resumes a conversation does not load i
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -214,13 +215,10 @@ def _describe(failures: list[str], aside: str | None = None, *, then: str | None
     answered 503 (2 tries), then /continue answered 401". ``then`` is a final
     answer not worth trying again; ``aside`` says why the tries stopped early.
     """
-    runs: list[tuple[str, int]] = []
-    for reason in failures:
-        if runs and runs[-1][0] == reason:
-            runs[-1] = (reason, runs[-1][1] + 1)
-        else:
-            runs.append((reason, 1))
-    parts = [f"{reason} ({count} {'try' if count == 1 else 'tries'})" for reason, count in runs]
+    parts = []
+    for reason, run in itertools.groupby(failures):
+        count = len(list(run))
+        parts.append(f"{reason} ({count} {'try' if count == 1 else 'tries'})")
     if then is not None:
         parts.append(then)
     why = ", then ".join(parts) or "no try was made"
