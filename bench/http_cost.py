@@ -5,7 +5,7 @@ process, so its CPU is not counted) with ``--width`` of them in flight at a
 time, and prints the CPU (user + system) this process spent per request:
 
 - ``httpx``: a plain ``httpx.AsyncClient`` (what W4's APScheduler job body uses);
-- ``guarded``: circleback's :class:`~circleback.core.guarded_client.GuardedClient`,
+- ``guarded``: circleback's :class:`~circleback.net.guarded_client.GuardedClient`,
   the client ``poll_url`` requests through, with its address checks;
 - ``engine check``: one whole ``poll_url`` check through ``Engine._check``
   (the client plus what the checker does around it), one at a time.
@@ -24,8 +24,8 @@ import httpx
 
 import circleback
 from circleback import Caller, HttpTuning, Settings
-from circleback.core.guarded_client import GuardedClient
-from circleback.core.netguard import NetworkPolicy, parse_http_url
+from circleback.net.guarded_client import GuardedClient
+from circleback.net.netguard import NetworkPolicy, parse_http_url
 
 from .common import cpu_seconds, http_server
 

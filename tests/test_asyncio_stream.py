@@ -18,7 +18,7 @@ from contextlib import asynccontextmanager, contextmanager
 import anyio
 import pytest
 
-from circleback.core.asyncio_stream import AsyncioTCPStream, connect_tcp
+from circleback.net.asyncio_stream import AsyncioTCPStream, connect_tcp
 
 pytestmark = pytest.mark.anyio
 

@@ -13,8 +13,8 @@ import anyio
 import pytest
 
 from circleback import HttpTuning
-from circleback.core.guarded_client import GuardedClient, HttpFailure, PoolTimedOut
-from circleback.core.netguard import NetworkPolicy, parse_http_url
+from circleback.net.guarded_client import GuardedClient, HttpFailure, PoolTimedOut
+from circleback.net.netguard import NetworkPolicy, parse_http_url
 
 from .http_servers import HttpServer, RawServer, Reply, sequence
 

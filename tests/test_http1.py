@@ -1,4 +1,4 @@
-"""HTTP/1.1 on the wire, without a network: requests written, answers parsed (core/http1.py).
+"""HTTP/1.1 on the wire, without a network: requests written, answers parsed (net/http1.py).
 
 Hypothesis draws answers in each framing (a length, chunks, the connection's
 end) and cuts their bytes anywhere: what the parser makes of them must not
@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from circleback.core.http1 import (
+from circleback.net.http1 import (
     MAX_HEAD_BYTES,
     AnswerParser,
     BrokenAnswer,

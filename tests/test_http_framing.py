@@ -17,8 +17,8 @@ import anyio
 import pytest
 
 from circleback import HttpTuning
-from circleback.core.guarded_client import GuardedClient, HttpFailure
-from circleback.core.netguard import NetworkPolicy, parse_http_url
+from circleback.net.guarded_client import GuardedClient, HttpFailure
+from circleback.net.netguard import NetworkPolicy, parse_http_url
 
 from .http_servers import RawServer
 

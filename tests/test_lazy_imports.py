@@ -27,7 +27,7 @@ import pytest
 
 import circleback
 from circleback import Caller, CheckOutcome, CheckStatus, JobStatus, Settings
-from circleback.core import guarded_client
+from circleback.net import guarded_client
 from circleback.notifiers import resume_conversation
 
 from . import services

@@ -40,10 +40,10 @@ from circleback import (
     ValidationError,
 )
 from circleback.checkers.poll_url import PollUrlChecker
-from circleback.core.httpclient import make_http_client
 from circleback.core.plugins import PluginRegistry, make_plugin_manager
 from circleback.core.state import JITTER_FRACTION
 from circleback.core.validation import validate_job_spec
+from circleback.net.httpclient import make_http_client
 from circleback.testing import TestingPlugin
 
 from .http_servers import HttpServer, Reply, Request, blocks, json_reply, sequence

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 import circleback
 from circleback import Caller, ConfigurationError, JobStatus, ManualClock, Settings
 from circleback import ValidationError as CirclebackValidationError
-from circleback.core.netguard import (
+from circleback.net.netguard import (
     AddressRefused,
     NetworkPolicy,
     classify_address,

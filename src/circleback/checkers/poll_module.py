@@ -92,7 +92,7 @@ class HttpModuleCaller(ModuleCaller):
     def _http(self) -> httpx.AsyncClient:
         """The client, made on first use (nothing awaits between the test and the assignment)."""
         if self._client is None:
-            from ..core.httpclient import make_http_client
+            from ..net.httpclient import make_http_client
 
             self._client = make_http_client(self._settings.http)
         return self._client
@@ -117,7 +117,7 @@ class HttpModuleCaller(ModuleCaller):
         }
         import httpx
 
-        from ..core.httpclient import read_capped
+        from ..net.httpclient import read_capped
 
         limit = self._settings.http.max_response_bytes
         url = base.rstrip("/") + "/execute"

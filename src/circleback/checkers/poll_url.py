@@ -16,8 +16,8 @@ another status, a timeout, a refused connection — is "not yet" (the service ma
 still be deploying), kept as the job's last error.
 
 The URL was written by an LLM, so every request goes through the
-:class:`~circleback.core.netguard.NetworkPolicy` (see that module): the
-connection is made by :class:`~circleback.core.guarded_client.GuardedClient`,
+:class:`~circleback.net.netguard.NetworkPolicy` (see that module): the
+connection is made by :class:`~circleback.net.guarded_client.GuardedClient`,
 which resolves the host once, checks every address and dials only a checked
 one; redirects are followed by hand, at
 most five, each hop checked the same way; bodies are read up to
@@ -56,12 +56,12 @@ from ..core.dotted import (
 from ..core.errors import ValidationError
 from ..core.hookspecs import hookimpl
 from ..core.models import CheckOutcome, Job
-from ..core.netguard import AddressRefused, NetworkPolicy, parse_http_url
 from ..core.validation import require_number, require_string
+from ..net.netguard import AddressRefused, NetworkPolicy, parse_http_url
 
 if TYPE_CHECKING:
-    from ..core.guarded_client import GuardedClient, Response
     from ..core.settings import HttpTuning
+    from ..net.guarded_client import GuardedClient, Response
 
 __all__ = ["MAX_REDIRECTS", "METHODS", "PollUrlChecker"]
 
@@ -299,7 +299,7 @@ class PollUrlChecker(Checker):
         """
         client = self._client
         if client is None:
-            from ..core.guarded_client import GuardedClient
+            from ..net.guarded_client import GuardedClient
 
             client = self._client = GuardedClient(tuning, policy)
         return client
@@ -308,7 +308,7 @@ class PollUrlChecker(Checker):
         policy, client_tuning = self._policy, self._tuning
         if policy is None or client_tuning is None:
             return CheckOutcome.not_yet("poll_url is not running (its engine did not start it)")
-        from ..core.guarded_client import HttpFailure, TimedOut
+        from ..net.guarded_client import HttpFailure, TimedOut
 
         client = self._http(policy, client_tuning)
         config = job.check_config
@@ -343,7 +343,7 @@ class PollUrlChecker(Checker):
         config: Mapping[str, Any],
         limit: int,
     ) -> _Answer:
-        from ..core.guarded_client import redirect_request
+        from ..net.guarded_client import redirect_request
 
         method: str = config["method"]
         headers: dict[str, str] = dict(config.get("headers") or {})

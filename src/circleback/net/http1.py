@@ -1,4 +1,4 @@
-"""HTTP/1.1 on the wire for :mod:`~circleback.core.guarded_client`: requests out, answers in.
+"""HTTP/1.1 on the wire for :mod:`~circleback.net.guarded_client`: requests out, answers in.
 
 Sans-I/O: :func:`encode_request` turns a request into the bytes to send,
 refusing any part that would change the request's shape (a line break in a

@@ -2,14 +2,14 @@
 
 A poll is one small request every interval, thousands of them a minute on a
 busy worker, so this client does only what such a request needs: HTTP/1.1
-(:mod:`~circleback.core.http1`, answers parsed by llhttp) over anyio streams,
+(:mod:`~circleback.net.http1`, answers parsed by llhttp) over anyio streams,
 a keep-alive pool, timeouts for connecting and for each read (the caller
 bounds the whole), and a body read up to a cap.
 A request through it costs a fraction of the CPU of one through httpx's
 client, whose layers (auth, cookies, redirect handling, request and response
 models) a poll does not use.
 
-Every connection goes through the :class:`~circleback.core.netguard.NetworkPolicy`:
+Every connection goes through the :class:`~circleback.net.netguard.NetworkPolicy`:
 the host is resolved once, every address it resolved to is checked, and only a
 checked address is dialled, so the address that was checked is the address
 that is reached. TLS verifies the certificate against the URL's host name
@@ -19,7 +19,7 @@ has gzip and deflate decoded within the cap) and no automatic redirects: the
 caller follows them, checking each hop (:meth:`Response.redirect_target`).
 
 URLs are :class:`httpx.URL` values, parsed by
-:func:`~circleback.core.netguard.parse_http_url`.
+:func:`~circleback.net.netguard.parse_http_url`.
 """
 
 from __future__ import annotations
@@ -40,11 +40,11 @@ import httpx
 import sniffio
 from anyio.streams.tls import TLSStream
 
+from ..core.settings import HttpTuning
 from . import asyncio_stream
 from .http1 import AnswerParser, BrokenAnswer, UnsendableRequest, encode_request
 from .httpclient import body_decoder, ssl_context
 from .netguard import NetworkPolicy
-from .settings import HttpTuning
 
 __all__ = [
     "ConnectTimedOut",

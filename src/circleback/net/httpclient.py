@@ -4,7 +4,7 @@
 with; :func:`read_capped` reads a body up to a size cap and stops there, so an
 endless or huge (or decompressing) body costs no more memory than the cap.
 URLs written by an LLM never go through it: ``poll_url`` requests through
-:mod:`circleback.core.guarded_client`, which checks every address it dials.
+:mod:`circleback.net.guarded_client`, which checks every address it dials.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from collections.abc import AsyncIterator, Callable
 
 import httpx
 
-from .errors import ConfigurationError
-from .settings import HttpTuning
+from ..core.errors import ConfigurationError
+from ..core.settings import HttpTuning
 
 __all__ = ["body_decoder", "make_http_client", "read_capped", "ssl_context"]
 

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Final, TypeAlias
 
 import anyio
 
-from .errors import ConfigurationError
+from ..core.errors import ConfigurationError
 
 if TYPE_CHECKING:
     import httpx
