@@ -18,7 +18,7 @@ from typing import Any
 
 import attrs
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Row
+from sqlalchemy.engine import Connection
 
 from .database import DriverMode, TransactionRunner
 from .errors import LimitExceeded, StoreError
@@ -63,8 +63,8 @@ class WorkerInfo:
     deliveries_held: int
 
 
-def _job_from_row(row: Row[Any]) -> Job:
-    values = dict(row._mapping)
+def _job_from_row(row: sa.RowMapping) -> Job:
+    values = dict(row)
     values["status"] = JobStatus(values["status"])
     return Job(**values)
 
@@ -81,7 +81,7 @@ def _jobs_from_rows(result: sa.CursorResult[Any]) -> list[Job]:
     :class:`Job`, in order).
     """
     if tuple(result.keys()) != _JOB_FIELDS:
-        return [_job_from_row(row) for row in result]
+        return [_job_from_row(row) for row in result.mappings()]
     claimed = []
     for row in result:
         values = dict(zip(_JOB_FIELDS, row, strict=True))
@@ -90,8 +90,8 @@ def _jobs_from_rows(result: sa.CursorResult[Any]) -> list[Job]:
     return claimed
 
 
-def _entry_from_row(row: Row[Any]) -> OutboxEntry:
-    values = dict(row._mapping)
+def _entry_from_row(row: sa.RowMapping) -> OutboxEntry:
+    values = dict(row)
     for private in ("lease_owner", "lease_expires_at"):
         values.pop(private)
     values["status"] = DeliveryStatus(values["status"])
@@ -211,7 +211,7 @@ class Store:
     def _get_job(conn: Connection, user_id: str, job_id: uuid.UUID) -> Job | None:
         row = conn.execute(
             sa.select(jobs).where(jobs.c.id == job_id, jobs.c.user_id == user_id)
-        ).first()
+        ).mappings().first()
         return _job_from_row(row) if row else None
 
     async def list_jobs(
@@ -241,7 +241,7 @@ class Store:
         if workflow_id is not None:
             query = query.where(jobs.c.workflow_id == workflow_id)
         query = query.order_by(jobs.c.created_at.desc(), jobs.c.id).limit(limit)
-        return [_job_from_row(row) for row in conn.execute(query)]
+        return [_job_from_row(row) for row in conn.execute(query).mappings()]
 
     async def cancel_jobs(
         self,
@@ -284,15 +284,17 @@ class Store:
                     lease_expires_at=None,
                 )
                 .returning(*jobs.c)
-            )
+            ).mappings()
         ]
         if cancelled:
             _wake_other_workers(conn)
         done = {job.id for job in cancelled}
         untouched = [
             _job_from_row(row)
-            for row in conn.execute(sa.select(jobs).where(match, jobs.c.user_id == user_id))
-            if row.id not in done
+            for row in conn.execute(
+                sa.select(jobs).where(match, jobs.c.user_id == user_id)
+            ).mappings()
+            if row["id"] not in done
         ]
         return cancelled, untouched
 
@@ -583,7 +585,7 @@ class Store:
     @staticmethod
     def _list_workers(conn: Connection) -> list[WorkerInfo]:
         rows = conn.execute(sa.select(workers).order_by(workers.c.heartbeat_at.desc()))
-        return [WorkerInfo(**row._mapping) for row in rows]
+        return [WorkerInfo(**row) for row in rows.mappings()]
 
     async def forget_workers(self, before: datetime) -> int:
         """Delete workers whose last heartbeat is older than ``before``."""
@@ -686,7 +688,7 @@ class Store:
             )
             .returning(*outbox.c)
         )
-        claimed = [_entry_from_row(row) for row in rows]
+        claimed = [_entry_from_row(row) for row in rows.mappings()]
         if expired:
             _log_takeovers(worker_id, "delivery", expired, (entry.id for entry in claimed))
         return claimed
@@ -759,7 +761,7 @@ class Store:
         if status is not None:
             query = query.where(outbox.c.status == status.value)
         query = query.order_by(outbox.c.created_at.desc()).limit(limit)
-        return [_entry_from_row(row) for row in conn.execute(query)]
+        return [_entry_from_row(row) for row in conn.execute(query).mappings()]
 
 
 def _lock_rows(
@@ -939,13 +941,13 @@ def _executemany(
     plan = _MANY_PLANS.get(plan_key)
     if plan is None:
         compiled = build().compile(dialect=dialect)
-        processors: dict[str, Any] = dict(compiled._bind_processors)
         names = compiled.positiontup if compiled.positional else list(compiled.binds)
         params = []
         for name in names or ():
             bind = compiled.binds[name]
             source = bind.key if bind.key in rows[0] else None
-            processor = processors.get(name)
+            # The type's own conversion for this dialect (None: the value goes as it is).
+            processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
             constant = None
             if source is None:
                 constant = processor(bind.value) if processor else bind.value
