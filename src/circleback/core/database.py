@@ -1,17 +1,10 @@
 """Opening a database the same way under asyncio and trio.
 
 Every store verb is a plain function of a SQLAlchemy ``Connection`` that runs
-inside one transaction. A :class:`TransactionRunner` decides where it runs:
-
-- ``async`` driver (asyncio only): an engine on an asyncio driver (aiosqlite,
-  asyncpg), the whole transaction running in one greenlet the way
-  SQLAlchemy's asyncio extension runs its calls (aiosqlite with one trip to
-  its thread per statement: :mod:`.aiosqlite_driver`). The extension itself
-  is not imported: it brings in the ORM, about 7 MiB that nothing here uses;
-- ``thread`` driver (asyncio and trio): a synchronous ``Engine`` (sqlite3,
-  psycopg), the function running in a worker thread.
-
-``auto`` picks ``async`` under asyncio and ``thread`` under trio.
+inside one transaction. A :class:`TransactionRunner` runs it on a synchronous
+``Engine`` (sqlite3, psycopg) in a worker thread, the whole transaction in one
+trip: the path that works on both anyio backends through public APIs only, and
+on SQLite the faster one (``bench/RESULTS.md``, "W1 by database driver").
 """
 
 from __future__ import annotations
@@ -22,13 +15,11 @@ from typing import Any, Literal, TypeVar
 
 import anyio
 import anyio.to_thread
-import sniffio
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import StaticPool
-from sqlalchemy.util import greenlet_spawn
 
 from .errors import ConfigurationError
 
@@ -38,50 +29,25 @@ __all__ = [
     "create_sync_engine",
     "is_memory_sqlite",
     "make_url_for",
-    "server_settings_from_options",
 ]
 
 T = TypeVar("T")
-DriverMode = Literal["auto", "async", "thread"]
+DriverMode = Literal["auto", "thread"]
 
-_ASYNC_DRIVERS = {"sqlite": "aiosqlite", "postgresql": "asyncpg"}
 _SYNC_DRIVERS = {"sqlite": "pysqlite", "postgresql": "psycopg"}
 
 
-def make_url_for(url: str | sa.URL, mode: Literal["async", "thread"]) -> sa.URL:
-    """``url`` with the driver that ``mode`` needs (``sqlite://`` → ``sqlite+aiosqlite://``)."""
+def make_url_for(url: str | sa.URL, mode: Literal["thread"] = "thread") -> sa.URL:
+    """``url`` with the synchronous driver (``sqlite://`` → ``sqlite+pysqlite://``)."""
     parsed = sa.make_url(url)
     backend = parsed.get_backend_name()
-    drivers = _ASYNC_DRIVERS if mode == "async" else _SYNC_DRIVERS
+    drivers = _SYNC_DRIVERS
     if backend not in drivers:
         raise ConfigurationError(
             f"database URL {parsed.render_as_string(hide_password=True)!r}: circleback "
             "supports sqlite and postgresql"
         )
     return parsed.set(drivername=f"{backend}+{drivers[backend]}")
-
-
-def server_settings_from_options(url: sa.URL) -> tuple[sa.URL, dict[str, str]]:
-    """Move libpq's ``options=-c name=value`` and ``application_name`` into a settings dict.
-
-    psycopg understands both in the URL; asyncpg takes ``server_settings`` instead.
-    """
-    settings: dict[str, str] = {}
-    name = url.query.get("application_name")
-    if name:
-        settings["application_name"] = name if isinstance(name, str) else name[0]
-        url = url.difference_update_query(["application_name"])
-    raw = url.query.get("options")
-    if not raw:
-        return url, settings
-    text = raw if isinstance(raw, str) else " ".join(raw)
-    tokens = text.replace("-c ", "-c").split()
-    for token in tokens:
-        if not token.startswith("-c") or "=" not in token:
-            raise ConfigurationError(f"cannot pass the libpq option {token!r} to asyncpg")
-        name, _, value = token[2:].partition("=")
-        settings[name] = value
-    return url.difference_update_query(["options"]), settings
 
 
 def is_memory_sqlite(url: sa.URL) -> bool:
@@ -143,7 +109,7 @@ def _is_transient(exc: DBAPIError) -> bool:
 
 
 class TransactionRunner:
-    """Runs functions of a ``Connection`` in a transaction, off the event loop's toes."""
+    """Runs functions of a ``Connection`` in a transaction, in a worker thread."""
 
     def __init__(
         self,
@@ -152,10 +118,10 @@ class TransactionRunner:
         mode: DriverMode = "auto",
         engine_options: dict[str, Any] | None = None,
     ) -> None:
+        if mode not in ("auto", "thread"):
+            raise ConfigurationError(f"unknown database driver mode {mode!r}: use 'thread'")
         self._url = sa.make_url(url)
-        self._requested_mode = mode
         self._engine_options = dict(engine_options or {})
-        self._mode: Literal["async", "thread"] | None = None
         self._engine: Engine | None = None
         self._limiter: anyio.CapacityLimiter | None = None
 
@@ -170,63 +136,40 @@ class TransactionRunner:
         return self._url
 
     @property
-    def mode(self) -> Literal["async", "thread"]:
-        """The driver mode in use (known once opened)."""
-        if self._mode is None:
+    def mode(self) -> Literal["thread"]:
+        """The driver mode in use: a synchronous engine in worker threads."""
+        if self._engine is None:
             raise RuntimeError("the runner is not open")
-        return self._mode
+        return "thread"
 
     @property
     def sync_engine(self) -> Engine:
-        """The SQLAlchemy engine (on an asyncio driver in async mode: call it in a greenlet)."""
+        """The SQLAlchemy engine; call it in a worker thread."""
         if self._engine is None:
             raise RuntimeError("the runner is not open")
         return self._engine
 
     def open(self) -> None:
-        """Create the SQLAlchemy engine for the running async backend."""
-        if self._mode is not None:
+        """Create the SQLAlchemy engine."""
+        if self._engine is not None:
             return
-        mode = self._requested_mode
-        backend = sniffio.current_async_library()
-        if mode == "auto":
-            mode = "async" if backend == "asyncio" else "thread"
-        if mode == "async" and backend != "asyncio":
-            raise ConfigurationError(
-                f"the async database drivers need asyncio; under {backend} use driver 'thread'"
-            )
         options = dict(self._engine_options)
-        memory = is_memory_sqlite(self._url)
-        if memory:
+        if is_memory_sqlite(self._url):
             options.setdefault("poolclass", StaticPool)
         if self.dialect_name == "sqlite":
             options.setdefault("connect_args", {"check_same_thread": False})
             # Every checkout ends in COMMIT or ROLLBACK (``engine.begin()``): the pool's
-            # own ROLLBACK on return would be one more round trip to the driver's thread.
+            # own ROLLBACK on return would be one more statement per transaction.
             options.setdefault("pool_reset_on_return", None)
-        url = make_url_for(self._url, mode)
-        if self.dialect_name == "postgresql":
+        else:
             options.setdefault("pool_pre_ping", True)
-            if mode == "async":
-                url, server_settings = server_settings_from_options(url)
-                if server_settings:
-                    options.setdefault("connect_args", {"server_settings": server_settings})
-        if mode == "async":
-            if self.dialect_name == "sqlite":
-                from . import aiosqlite_driver  # imports aiosqlite: only for a SQLite store
-
-                if (module := aiosqlite_driver.dbapi()) is not None:
-                    options.setdefault("module", module)
-            # What ``create_async_engine`` does before wrapping the engine it makes.
-            options["_is_async"] = True
-        sync_engine = self._engine = sa.create_engine(url, **options)
+        engine = self._engine = sa.create_engine(make_url_for(self._url), **options)
         if self.dialect_name == "sqlite":
-            _configure_sqlite(sync_engine)
+            _configure_sqlite(engine)
         # SQLite takes one writer at a time: queue in-process instead of spinning on its lock.
-        pool_size = int(getattr(sync_engine.pool, "size", lambda: 5)())
+        pool_size = int(getattr(engine.pool, "size", lambda: 5)())
         concurrency = 1 if self.dialect_name == "sqlite" else max(1, pool_size)
         self._limiter = anyio.CapacityLimiter(concurrency)
-        self._mode = mode
 
     async def run(self, fn: Callable[..., T], *args: Any, readonly: bool = False) -> T:
         """Run ``fn(connection, *args)`` in one transaction and return its result."""
@@ -234,25 +177,19 @@ class TransactionRunner:
             raise RuntimeError("the runner is not open")
         async with self._limiter:
             # A transaction runs to its end: cancelling it half-way would leave the
-            # connection in an unknown state (and aiosqlite hanging on close).
+            # connection in an unknown state.
             with anyio.CancelScope(shield=True):
                 for attempt in range(1, _RETRIES + 1):
                     try:
-                        result = await self._run(fn, args, readonly)
+                        result = await anyio.to_thread.run_sync(
+                            functools.partial(self._run_here, fn, args, readonly)
+                        )
                         break
                     except DBAPIError as exc:
                         if attempt == _RETRIES or not _is_transient(exc):
                             raise
                         await anyio.sleep(0.01 * attempt)
         return result
-
-    async def _run(self, fn: Callable[..., T], args: tuple[Any, ...], readonly: bool) -> T:
-        if self._mode == "async":
-            # The driver's awaits inside ``fn`` reach the event loop through the greenlet.
-            return await greenlet_spawn(self._run_here, fn, args, readonly)
-        return await anyio.to_thread.run_sync(
-            functools.partial(self._run_here, fn, args, readonly)
-        )
 
     def _run_here(self, fn: Callable[..., T], args: tuple[Any, ...], readonly: bool) -> T:
         engine = self.sync_engine
@@ -265,8 +202,4 @@ class TransactionRunner:
         """Dispose of the connection pool."""
         engine, self._engine = self._engine, None
         if engine is not None:
-            if self._mode == "async":
-                await greenlet_spawn(engine.dispose)
-            else:
-                await anyio.to_thread.run_sync(engine.dispose)
-        self._mode = None
+            await anyio.to_thread.run_sync(engine.dispose)
