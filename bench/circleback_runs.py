@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from circleback import Caller, Engine, Job, JobStatus, Settings
-from circleback.core.schema import jobs as jobs_table
+from circleback.store.schema import jobs as jobs_table
 
 from .common import (
     IDLE_STORE_CHUNK,
@@ -90,10 +90,7 @@ class _Run:
         self.worker: Engine | None = None
 
     def engine(self, *, worker: bool, settings: Settings | None = None) -> Engine:
-        # ``driver`` is the default "auto" (aiosqlite under asyncio) unless a run asks
-        # for another, e.g. -p w1.driver=thread to compare sqlite3 in a worker thread.
-        return Engine(settings or self.settings, plugins=[self.plugin], worker=worker,
-                      driver=self.params.get("driver", "auto"))
+        return Engine(settings or self.settings, plugins=[self.plugin], worker=worker)
 
     @property
     def worker_engine(self) -> Engine:

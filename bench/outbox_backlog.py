@@ -38,8 +38,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from circleback import Engine, Settings
-from circleback.core.schema import jobs as jobs_table
 from circleback.notifiers.notify import channel_for
+from circleback.store.schema import jobs as jobs_table
 
 from .circleback_runs import store_idle_jobs
 from .plugin import BenchPlugin

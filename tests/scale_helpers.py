@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 import circleback
 from circleback import Caller, Limits, Settings
-from circleback.core.database import create_sync_engine
+from circleback.store.database import create_sync_engine
 
 REPO = Path(__file__).resolve().parent.parent
 

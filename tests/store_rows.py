@@ -12,8 +12,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
-from circleback.core.database import create_sync_engine
-from circleback.core.schema import jobs, outbox
+from circleback.store.database import create_sync_engine
+from circleback.store.schema import jobs, outbox
 
 
 def _engine(url: str) -> sa.Engine:

@@ -140,9 +140,9 @@ class CountingStore(Store):
         self.claims += bool(claimed)
         return claimed
 
-    async def record_outcomes_leasing_messages(self, *args: Any, **kwargs: Any) -> Any:
+    async def record_outcomes(self, *args: Any, **kwargs: Any) -> Any:
         self.records += 1
-        return await super().record_outcomes_leasing_messages(*args, **kwargs)
+        return await super().record_outcomes(*args, **kwargs)
 
 
 @pytest.mark.parametrize(("ahead", "linger"), [(1.0, 0.25), (0.0, 0.0)], ids=["ahead", "due-only"])

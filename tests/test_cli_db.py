@@ -25,10 +25,11 @@ import sqlalchemy as sa
 
 import circleback
 from circleback import Caller, CheckOutcome, EngineTuning, JobStatus, Settings
-from circleback.core import migrate
-from circleback.core.database import create_sync_engine
-from circleback.core.schema import jobs, metadata, outbox
-from circleback.core.store import Store
+from circleback.store import migrate
+from circleback.store.database import create_sync_engine
+from circleback.store.schema import jobs, metadata, outbox
+from circleback.store.store import Store
+from circleback.store.workers import record_heartbeat
 from circleback.testing import TestingPlugin
 
 CIRCLEBACK = Path(sys.executable).with_name("circleback")
@@ -157,9 +158,9 @@ def test_workers_table_shows_heartbeat_age_holdings_and_state(store_url: str) ->
     now = datetime.now(UTC)
     with engine.begin() as conn:
         migrate.upgrade(conn)
-        Store.heartbeat_sync(conn, "w-alive", "host-a", 101, now, 3, 1)
-        Store.heartbeat_sync(conn, "w-silent", "host-b", 102, now - timedelta(hours=2), 2, 0)
-        Store.heartbeat_sync(conn, "w-stopped", "host-c", 103, now - timedelta(minutes=5), 0, 0,
+        record_heartbeat(conn, "w-alive", "host-a", 101, now, 3, 1)
+        record_heartbeat(conn, "w-silent", "host-b", 102, now - timedelta(hours=2), 2, 0)
+        record_heartbeat(conn, "w-stopped", "host-c", 103, now - timedelta(minutes=5), 0, 0,
                              stopped=True)
     engine.dispose()
 

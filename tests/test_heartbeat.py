@@ -18,9 +18,9 @@ import pytest
 import sqlalchemy as sa
 
 from circleback.core.clock import SystemClock
-from circleback.core.database import create_sync_engine
-from circleback.core.heartbeat import HEARTBEAT_PAGE_CACHE_KIB, Heartbeat
-from circleback.core.schema import metadata
+from circleback.engine.heartbeat import HEARTBEAT_PAGE_CACHE_KIB, Heartbeat
+from circleback.store.database import create_sync_engine
+from circleback.store.schema import metadata
 
 pytestmark = pytest.mark.anyio
 

@@ -21,9 +21,9 @@ import sqlalchemy as sa
 
 import circleback
 from circleback import Caller, CheckOutcome, Job, Limits, Runtime, Settings, Store
-from circleback.core.engine import _TRANSITIONS_BETWEEN_TURNS
 from circleback.core.state import Transition
-from circleback.core.store import _MANY_SLICE
+from circleback.engine.engine import _TRANSITIONS_BETWEEN_TURNS
+from circleback.store.sql import _MANY_SLICE
 from circleback.testing import ScriptedChecker, TestingPlugin
 
 _OUTBOX_INSERT = "insert into circleback_outbox"
@@ -87,18 +87,18 @@ class NotingStore(Store):
         self.ticker = ticker
         self.turns_at_record: int | None = None
 
-    async def record_outcomes_leasing_messages(
+    async def record_outcomes(
         self,
         worker_id: str,
         transitions: Sequence[tuple[Job, Transition]],
         now: datetime,
         *,
-        limit: int,
-        lease_seconds: float,
+        lease_limit: int = 0,
+        lease_seconds: float = 0.0,
     ) -> tuple[set[Any], list[Any]]:
         self.turns_at_record = self.ticker.turns
-        return await super().record_outcomes_leasing_messages(
-            worker_id, transitions, now, limit=limit, lease_seconds=lease_seconds
+        return await super().record_outcomes(
+            worker_id, transitions, now, lease_limit=lease_limit, lease_seconds=lease_seconds
         )
 
 

@@ -24,10 +24,10 @@ from sqlalchemy.engine import Connection
 
 import circleback
 from circleback import Caller, CheckOutcome, JobStatus, Settings, StoreError
-from circleback.core import migrate
-from circleback.core.database import create_sync_engine
-from circleback.core.schema import jobs, metadata, outbox
-from circleback.core.store import Store
+from circleback.store import migrate
+from circleback.store.database import create_sync_engine
+from circleback.store.schema import jobs, metadata, outbox
+from circleback.store.store import Store
 from circleback.testing import TestingPlugin
 
 FIRST_RELEASED = "0001"

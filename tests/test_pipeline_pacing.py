@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 import anyio
 
 from circleback.core.clock import SystemClock
-from circleback.core.pipeline import DENSE_COMPANY, DENSE_STREAM, WorkPipeline
+from circleback.engine.pipeline import DENSE_COMPANY, DENSE_STREAM, WorkPipeline
 
 Item = tuple[str, datetime]
 

@@ -31,7 +31,7 @@ from circleback import (
     Settings,
 )
 from circleback.core.clock import SystemClock
-from circleback.core.pipeline import WorkPipeline
+from circleback.engine.pipeline import WorkPipeline
 from circleback.testing import TestingPlugin
 
 Item = tuple[str, datetime]

@@ -31,8 +31,9 @@ from circleback import (
 )
 from circleback.checkers.poll_module import PollModuleChecker
 from circleback.core.dotted import FieldMissing, lookup, matches
-from circleback.core.plugins import PluginRegistry, make_plugin_manager
+from circleback.core.registry import PluginRegistry
 from circleback.core.validation import validate_job_spec
+from circleback.engine.plugins import make_plugin_manager
 from circleback.testing import TestingPlugin
 
 from .http_servers import HttpServer, Reply, Request, json_reply

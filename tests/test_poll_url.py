@@ -40,9 +40,10 @@ from circleback import (
     ValidationError,
 )
 from circleback.checkers.poll_url import PollUrlChecker
-from circleback.core.plugins import PluginRegistry, make_plugin_manager
+from circleback.core.registry import PluginRegistry
 from circleback.core.state import JITTER_FRACTION
 from circleback.core.validation import validate_job_spec
+from circleback.engine.plugins import make_plugin_manager
 from circleback.net.httpclient import make_http_client
 from circleback.testing import TestingPlugin
 

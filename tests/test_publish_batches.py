@@ -20,7 +20,8 @@ import pytest
 from circleback import JobStatus, Notification, NotificationType, Settings
 from circleback.core.abc import DeliveryContext, Runtime
 from circleback.core.clock import SystemClock
-from circleback.core.plugins import PluginRegistry, make_plugin_manager
+from circleback.core.registry import PluginRegistry
+from circleback.engine.plugins import make_plugin_manager
 from circleback.notifiers.notify import NotifyNotifier, channel_for
 from circleback.notifiers.publish_batches import BatchingPublisher
 

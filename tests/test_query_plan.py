@@ -20,9 +20,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from circleback import CheckOutcome, Job, JobStatus, Store
-from circleback.core.database import create_sync_engine
-from circleback.core.schema import jobs as jobs_table
 from circleback.core.state import CheckResult, apply_event
+from circleback.store.database import create_sync_engine
+from circleback.store.schema import jobs as jobs_table
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 DUE_INDEX = "ix_circleback_jobs_due"
@@ -139,7 +139,9 @@ def _record_instructions(sqlite_url: str, store: Store) -> tuple[int, int]:
     try:
         with engine.connect() as conn:
             transaction = conn.begin()
-            claimed = store._claim_due_jobs(conn, "worker-1", NOW, 500, 30.0, NOW)
+            claimed = Store.claim_due_jobs.__wrapped__(  # type: ignore[attr-defined]
+                store, conn, "worker-1", NOW, limit=500, lease_seconds=30.0, due_by=NOW
+            )
             transitions = [
                 (job, apply_event(job, CheckResult(CheckOutcome.met()), NOW)) for job in claimed
             ]
@@ -152,7 +154,8 @@ def _record_instructions(sqlite_url: str, store: Store) -> tuple[int, int]:
             raw = conn.connection.driver_connection
             assert raw is not None
             raw.set_progress_handler(count, 1)
-            applied, _ = store._record_outcomes(conn, "worker-1", transitions, NOW, 0, 0.0)
+            record = Store.record_outcomes.__wrapped__  # type: ignore[attr-defined]
+            applied, _ = record(store, conn, "worker-1", transitions, NOW)
             raw.set_progress_handler(None, 1)
             transaction.rollback()
             return len(applied), counted[0]

@@ -23,10 +23,10 @@ from hypothesis import strategies as st
 
 from circleback import CheckOutcome, CheckStatus, Job, Settings
 from circleback.core.clock import ManualClock, SystemClock
-from circleback.core.engine import Engine
-from circleback.core.pipeline import WorkPipeline
 from circleback.core.settings import EngineTuning
 from circleback.core.state import CheckResult, apply_event, ends_job, next_interval
+from circleback.engine.engine import Engine
+from circleback.engine.pipeline import WorkPipeline
 
 from .test_state_machine import jobs
 

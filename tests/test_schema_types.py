@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy.dialects import sqlite
 
-from circleback.core.schema import SQLiteDateTimeText, UTCDateTime
+from circleback.store.schema import SQLiteDateTimeText, UTCDateTime
 
 DIALECT = sqlite.dialect()
 SQLALCHEMY_TEXT = sqlite.DATETIME().bind_processor(DIALECT)

@@ -26,8 +26,8 @@ import httpx
 import pytest
 
 from circleback import Caller, ConfigurationError, Settings
+from circleback.service.serve import check_bind_address, is_loopback_host, serve
 from circleback.tools import TOOL_NAMES
-from circleback.tools.serve import check_bind_address, is_loopback_host, serve
 
 from . import services
 from .http_servers import HttpServer, Reply, Request, json_reply

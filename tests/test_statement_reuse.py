@@ -25,10 +25,10 @@ import pytest
 import sqlalchemy as sa
 
 from circleback import CheckOutcome, Job, JobStatus, Store
-from circleback.core.database import create_sync_engine
-from circleback.core.models import DeliveryStatus
+from circleback.core.models import DeliveryStatus, DeliveryUpdate
 from circleback.core.state import CheckResult, apply_event
-from circleback.core.store import DeliveryUpdate
+from circleback.store.database import create_sync_engine
+from circleback.store.workers import renew_leases
 
 pytestmark = pytest.mark.anyio
 
@@ -74,15 +74,15 @@ async def _every_verb_with_lists(store: Store, heartbeat: sa.Engine, count: int)
     assert await store.release_jobs(WORKER, claimed) == count
     claimed = await store.claim_due_jobs(WORKER, now, limit=count, lease_seconds=LEASE)
     with heartbeat.begin() as conn:
-        taken = Store.renew_leases_sync(conn, WORKER, [job.id for job in claimed], [], now, LEASE)
+        taken = renew_leases(conn, WORKER, [job.id for job in claimed], [], now, LEASE)
     assert taken == set()
     met = [(job, apply_event(job, CheckResult(CheckOutcome.met()), now)) for job in claimed]
-    applied, leased = await store.record_outcomes_leasing_messages(
-        WORKER, met, now, limit=count, lease_seconds=LEASE
+    applied, leased = await store.record_outcomes(
+        WORKER, met, now, lease_limit=count, lease_seconds=LEASE
     )
     assert len(applied) == len(leased) == count
     with heartbeat.begin() as conn:
-        Store.renew_leases_sync(conn, WORKER, [], [entry.id for entry in leased], now, LEASE)
+        renew_leases(conn, WORKER, [], [entry.id for entry in leased], now, LEASE)
     assert await store.release_deliveries(WORKER, leased) == count
     entries = await store.claim_deliveries(WORKER, now, limit=count, lease_seconds=LEASE)
     assert len(entries) == count

@@ -16,7 +16,7 @@ import attrs
 from hypothesis import given
 from hypothesis import strategies as st
 
-from circleback.core.store import _changes, _group_key
+from circleback.store.sql import changes, group_key
 
 scalars = st.none() | st.booleans() | st.integers(-3, 3) | st.sampled_from([0.0, 1.0, -1.0]) | (
     st.text(max_size=3)
@@ -40,7 +40,7 @@ def _stored(value: Any) -> str:
 
 @given(old=documents, new=documents)
 def test_a_field_is_skipped_only_when_stored_alike(old: Any, new: Any) -> None:
-    changed = _changes(_Row(old), _Row(new), ["value"])
+    changed = changes(_Row(old), _Row(new), ["value"])
     if "value" not in changed:
         assert _stored(old) == _stored(new)
     else:
@@ -49,7 +49,7 @@ def test_a_field_is_skipped_only_when_stored_alike(old: Any, new: Any) -> None:
 
 @given(value=documents)
 def test_an_unchanged_value_is_not_written(value: Any) -> None:
-    assert _changes(_Row(value), _Row(value), ["value"]) == {}
+    assert changes(_Row(value), _Row(value), ["value"]) == {}
 
 
 rows = st.dictionaries(st.sampled_from(["attempts", "last_result", "next_run_at"]), documents,
@@ -74,10 +74,10 @@ def test_rows_group_together_only_when_stored_alike(
 ) -> None:
     # Rows with equal keys are written by one UPDATE with the first row's values.
     second = {name: data.draw(_twin(value)) for name, value in first.items()}
-    if _group_key(first) == _group_key(second):
+    if group_key(first) == group_key(second):
         assert _stored(first) == _stored(second)
 
 
 @given(row=rows)
 def test_a_row_groups_with_itself(row: dict[str, Any]) -> None:
-    assert _group_key(row) == _group_key(dict(row))
+    assert group_key(row) == group_key(dict(row))

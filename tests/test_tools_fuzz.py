@@ -30,9 +30,9 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 from circleback import Caller, Limits, Settings
+from circleback.service.app import HealthProbe, create_app, status_for
 from circleback.tools import CONTEXT_FIELDS, TOOL_NAMES
 from circleback.tools.execute import _field_name
-from circleback.tools.service import HealthProbe, create_app, status_for
 
 from .tools_support import ToolHarness, context_of, tool_harness
 

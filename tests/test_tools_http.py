@@ -11,8 +11,8 @@ import pytest
 
 import circleback
 from circleback import Caller, Settings
+from circleback.service.app import HealthProbe, create_app
 from circleback.tools import SchedulerTools
-from circleback.tools.service import HealthProbe, create_app
 
 from . import services
 from .store_rows import RowWatch

@@ -37,7 +37,6 @@ from .core.abc import (
     ValidationContext,
 )
 from .core.clock import Clock, ManualClock, SystemClock
-from .core.engine import Engine
 from .core.errors import (
     CirclebackError,
     ConfigurationError,
@@ -62,13 +61,15 @@ from .core.models import (
     NotificationType,
     OutboxEntry,
 )
-from .core.plugins import PluginRegistry, make_plugin_manager
+from .core.registry import PluginRegistry
 from .core.rendering import render_message, render_result
-from .core.scheduler import Scheduler
 from .core.settings import EngineTuning, HttpTuning, Limits, Settings
 from .core.state import Cancel, CheckResult, Transition, apply_event
-from .core.store import Store
 from .core.validation import validate_job_spec
+from .engine.engine import Engine
+from .engine.plugins import make_plugin_manager
+from .engine.scheduler import Scheduler
+from .store.store import Store
 from .tools import SchedulerTools
 
 __version__ = "0.1.0"

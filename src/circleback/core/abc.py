@@ -20,7 +20,7 @@ from .models import Caller, CheckOutcome, Job, Notification
 from .settings import Limits, Settings
 
 if TYPE_CHECKING:
-    from .plugins import PluginRegistry
+    from .registry import PluginRegistry
 
 __all__ = [
     "Checker",

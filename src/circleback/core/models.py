@@ -18,12 +18,14 @@ __all__ = [
     "CheckOutcome",
     "CheckStatus",
     "DeliveryStatus",
+    "DeliveryUpdate",
     "Job",
     "JobSpec",
     "JobStatus",
     "Notification",
     "NotificationType",
     "OutboxEntry",
+    "WorkerInfo",
 ]
 
 
@@ -279,3 +281,30 @@ class OutboxEntry:
     #: Free text from the completion mode, for example why it fell back.
     delivery_note: str | None = None
     lease_token: int = 0
+
+
+@attrs.frozen(kw_only=True)
+class DeliveryUpdate:
+    """What became of one delivery attempt of an outbox entry."""
+
+    status: DeliveryStatus
+    attempts: int
+    next_attempt_at: datetime
+    sent_at: datetime | None = None
+    last_error: str | None = None
+    delivered_via: str | None = None
+    delivery_note: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class WorkerInfo:
+    """A worker process as operators see it."""
+
+    worker_id: str
+    hostname: str
+    pid: int
+    started_at: datetime
+    heartbeat_at: datetime
+    stopped_at: datetime | None
+    jobs_held: int
+    deliveries_held: int

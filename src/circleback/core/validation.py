@@ -15,7 +15,7 @@ from typing import Any
 from .abc import ValidationContext
 from .errors import ValidationError
 from .models import Caller, JobSpec
-from .plugins import PluginRegistry
+from .registry import PluginRegistry
 from .settings import Settings
 from .storable import is_storable_json
 

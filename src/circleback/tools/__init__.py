@@ -9,7 +9,7 @@ An orchestrator that embeds the engine uses :class:`SchedulerTools`::
 
 ``openai_tools(manifest)`` and ``anthropic_tools(manifest)`` give the same
 tools in the shapes those clients take. ``circleback serve`` puts all of it
-behind HTTP (see :mod:`circleback.tools.service` and :mod:`circleback.tools.serve`,
+behind HTTP (see :mod:`circleback.service.app` and :mod:`circleback.service.serve`,
 which import the HTTP stack only when used).
 """
 

@@ -32,11 +32,11 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.errors import CirclebackError, PermissionDenied, ValidationError
 from ..core.models import Caller, Job, JobStatus
-from ..core.plugins import PluginRegistry
+from ..core.registry import PluginRegistry
 from ..core.rendering import render_result, wrap_untrusted
-from ..core.scheduler import Scheduler
 from ..core.settings import Limits, Settings
 from ..core.validation import CALLER_FIELDS, require_number, validate_caller
+from ..engine.scheduler import Scheduler
 from .manifest import (
     ADD_JOB,
     CANCEL_JOB,
@@ -49,7 +49,7 @@ from .manifest import (
 )
 
 if TYPE_CHECKING:
-    from ..core.engine import Engine
+    from ..engine.engine import Engine
 
 __all__ = ["CONTEXT_FIELDS", "SchedulerTools", "UnknownTool", "job_view"]
 

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from ..core.models import JobStatus
-from ..core.plugins import PluginRegistry
+from ..core.registry import PluginRegistry
 from ..core.settings import Limits, Settings
 from ..core.validation import _MAX_BACKOFF
 

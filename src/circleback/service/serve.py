@@ -25,11 +25,11 @@ import anyio.to_thread
 import sniffio
 from hypercorn.config import Config
 
-from ..core.engine import Engine
 from ..core.errors import ConfigurationError
 from ..core.settings import Settings
-from .execute import SchedulerTools
-from .service import HealthProbe, create_app
+from ..engine.engine import Engine
+from ..tools.execute import SchedulerTools
+from .app import HealthProbe, create_app
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "check_bind_address", "is_loopback_host", "serve"]
 

@@ -11,13 +11,13 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from .clock import Clock
-from .errors import JobNotFound, ValidationError, WorkflowNotFound
-from .models import Caller, Job, JobSpec, JobStatus
-from .plugins import PluginRegistry
-from .settings import Settings
-from .store import Store
-from .validation import parse_uuid, validate_caller, validate_job_spec
+from ..core.clock import Clock
+from ..core.errors import JobNotFound, ValidationError, WorkflowNotFound
+from ..core.models import Caller, Job, JobSpec, JobStatus
+from ..core.registry import PluginRegistry
+from ..core.settings import Settings
+from ..core.validation import parse_uuid, validate_caller, validate_job_spec
+from ..store.store import Store
 
 __all__ = ["Scheduler"]
 
@@ -75,10 +75,10 @@ class Scheduler:
                 raise ValidationError(f"{index}.{exc.field}", exc.reason) from None
         now = self._clock.now()
         new_jobs = [self._new_job(caller, valid, now) for valid in valid_specs]
-        await self._store.insert_jobs(
-            new_jobs, max_active_per_user=self._settings.limits.max_active_jobs_per_user
-        )
         if new_jobs:
+            await self._store.insert_jobs(
+                new_jobs, max_active_per_user=self._settings.limits.max_active_jobs_per_user
+            )
             self._on_change()
         return new_jobs
 

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
-from .errors import StoreError
+from ..core.errors import StoreError
 from .schema import metadata
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ __all__ = [
     "upgrade",
 ]
 
-#: The newest revision in ``circleback/migrations`` (a test keeps the two equal). A start
+#: The newest revision in ``circleback/store/migrations`` (a test keeps the two equal). A start
 #: against an up-to-date schema reads the version row and is done: Alembic, which
 #: costs a worker about 12 MiB of memory, is imported only to create or change a schema.
 SCHEMA_REVISION = "0002"
@@ -46,7 +46,7 @@ def _config(connection: Connection | None = None) -> Config:
     from alembic.config import Config
 
     config = Config()
-    config.set_main_option("script_location", "circleback:migrations")
+    config.set_main_option("script_location", "circleback.store:migrations")
     if connection is not None:
         config.attributes["connection"] = connection
     return config

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import circleback.core.schema
+import circleback.store.schema
 
 ${imports if imports else ""}
 

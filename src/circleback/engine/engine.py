@@ -19,24 +19,38 @@ from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import anyio
 import anyio.lowlevel
 import attrs
+import sqlalchemy as sa
 
-from .abc import Checker, DeliveryContext, DeliveryFailed, DeliveryReceipt, Notifier, Runtime
-from .clock import Clock, SystemClock
-from .database import DriverMode, is_memory_sqlite
+from ..core.abc import Checker, DeliveryContext, DeliveryFailed, DeliveryReceipt, Notifier, Runtime
+from ..core.clock import Clock, SystemClock
+from ..core.models import (
+    CheckOutcome,
+    CheckStatus,
+    DeliveryStatus,
+    DeliveryUpdate,
+    Job,
+    JobStatus,
+    OutboxEntry,
+)
+from ..core.registry import PluginRegistry
+from ..core.settings import Settings
+from ..core.state import CheckResult, apply_event, ends_job, next_interval
+from ..store.database import is_memory_sqlite
+from ..store.store import Store
+from ..store.wakeups import PostgresWakeups
 from .heartbeat import Heartbeat
-from .models import CheckOutcome, CheckStatus, DeliveryStatus, Job, JobStatus, OutboxEntry
+from .operations import Operations
 from .pipeline import WorkPipeline
-from .plugins import PluginRegistry, make_plugin_manager
+from .plugins import make_plugin_manager
 from .scheduler import Scheduler
-from .settings import Settings
-from .state import CheckResult, apply_event, ends_job, next_interval
-from .store import DeliveryUpdate, Store
-from .wakeups import PostgresWakeups
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 __all__ = ["Engine"]
 
@@ -87,7 +101,8 @@ class Engine:
     :param load_entry_points: also load plugins installed under the ``circleback`` group.
     :param worker: run the worker loops; ``False`` gives the facade only (the CLI's
         ``add`` and ``list``), or an engine that tests step with :meth:`run_due_jobs`.
-    :param driver: database driver mode, see :mod:`circleback.core.database`.
+    :param database: where jobs are kept, instead of ``settings.database_url``: a URL,
+        or an embedder's SQLAlchemy ``Engine`` or ``AsyncEngine`` (left open).
     """
 
     def __init__(
@@ -100,13 +115,13 @@ class Engine:
         load_entry_points: bool = True,
         worker: bool = True,
         worker_id: str | None = None,
-        driver: DriverMode = "auto",
+        database: str | sa.URL | sa.Engine | AsyncEngine | None = None,
     ) -> None:
         self.settings = settings if settings is not None else Settings.from_env()
         self.clock: Clock = clock or SystemClock()
         self.worker_id = worker_id or _default_worker_id()
         self._own_store = store is None
-        self.store = store or Store(self.settings.database_url, driver=driver)
+        self.store = store or Store(database or self.settings.database_url)
         self._plugin_objects = list(plugins)
         self._load_entry_points = load_entry_points
         self._run_worker = worker
@@ -166,6 +181,11 @@ class Engine:
         return self._scheduler
 
     @property
+    def operations(self) -> Operations:
+        """Operator verbs on this engine's database: workers, the outbox, a ping."""
+        return Operations(self.store)
+
+    @property
     def plugins(self) -> PluginRegistry:
         """The checkers and notifiers this engine uses."""
         if self._registry is None:
@@ -203,7 +223,7 @@ class Engine:
             )
             if self._run_worker:
                 await self._start_plugins(stack)
-                self._heartbeat_runs = not is_memory_sqlite(self.store.runner.url)
+                self._heartbeat_runs = not is_memory_sqlite(self.store.url)
                 if self._heartbeat_runs:
                     heartbeat = self._make_heartbeat()
                     await heartbeat.start()
@@ -214,7 +234,7 @@ class Engine:
                 reaper = anyio.CancelScope()
                 stack.callback(reaper.cancel)
                 if self.store.dialect_name == "postgresql":
-                    self.wakeups = PostgresWakeups(self.store.runner.url, self.wake, logger)
+                    self.wakeups = PostgresWakeups(self.store.url, self.wake, logger)
                     listener = anyio.CancelScope()
                     stack.callback(listener.cancel)
                     group.start_soon(self._in_scope, listener, self.wakeups.run)
@@ -278,7 +298,7 @@ class Engine:
             return [item.id for item in items]
 
         return Heartbeat(
-            url=self.store.runner.url,
+            url=self.store.url,
             worker_id=self.worker_id,
             clock=self.clock,
             period=tuning.heartbeat_interval,
@@ -411,9 +431,9 @@ class Engine:
             )
         # Messages go straight to this worker's deliverer, leased to it, while it has room;
         # the rest wait in the outbox for a claim.
-        applied, leased = await self.store.record_outcomes_leasing_messages(
+        applied, leased = await self.store.record_outcomes(
             self.worker_id, transitions, now,
-            limit=self._deliveries.room(), lease_seconds=self._delivery_lease_seconds(),
+            lease_limit=self._deliveries.room(), lease_seconds=self._delivery_lease_seconds(),
         )
         if leased and not self._deliveries.offer(leased):
             await self.store.release_deliveries(self.worker_id, leased)
@@ -431,7 +451,8 @@ class Engine:
         return min(waiting, default=None)
 
     async def _release_jobs(self, jobs: list[Job]) -> None:
-        await self.store.release_jobs(self.worker_id, jobs)
+        if jobs:
+            await self.store.release_jobs(self.worker_id, jobs)
 
     # -- deliveries ------------------------------------------------------------------------------
 
@@ -514,7 +535,8 @@ class Engine:
         self, results: list[tuple[OutboxEntry, DeliveryUpdate]]
     ) -> datetime | None:
         """Record delivery attempts; returns when the earliest retry among them is due."""
-        await self.store.record_deliveries(self.worker_id, results)
+        if results:
+            await self.store.record_deliveries(self.worker_id, results)
         retries = [
             update.next_attempt_at
             for _, update in results
@@ -523,4 +545,5 @@ class Engine:
         return min(retries, default=None)
 
     async def _release_deliveries(self, entries: list[OutboxEntry]) -> None:
-        await self.store.release_deliveries(self.worker_id, entries)
+        if entries:
+            await self.store.release_deliveries(self.worker_id, entries)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from alembic import context
 
-from circleback.core.migrate import VERSION_TABLE
-from circleback.core.schema import metadata
+from circleback.store.migrate import VERSION_TABLE
+from circleback.store.schema import metadata
 
 connection = context.config.attributes["connection"]
 context.configure(

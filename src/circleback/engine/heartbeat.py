@@ -20,9 +20,9 @@ import anyio
 import anyio.to_thread
 import sqlalchemy as sa
 
-from .clock import Clock
-from .database import create_sync_engine
-from .store import Store
+from ..core.clock import Clock
+from ..store.database import create_sync_engine
+from ..store.workers import record_heartbeat, renew_leases
 
 __all__ = ["HEARTBEAT_PAGE_CACHE_KIB", "Heartbeat"]
 
@@ -106,10 +106,10 @@ class Heartbeat:
         deliveries = self._held_deliveries()
         now = self._clock.now()
         with self._engine.begin() as conn:
-            taken = Store.renew_leases_sync(
+            taken = renew_leases(
                 conn, self._worker_id, jobs, deliveries, now, self._lease_seconds
             )
-            Store.heartbeat_sync(
+            record_heartbeat(
                 conn,
                 self._worker_id,
                 self._hostname,

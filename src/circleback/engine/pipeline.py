@@ -59,7 +59,7 @@ import sniffio
 from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from .clock import Clock, SystemClock
+from ..core.clock import Clock, SystemClock
 
 __all__ = ["WorkPipeline"]
 

@@ -20,18 +20,16 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .execute import SchedulerTools
+from ..tools.execute import SchedulerTools
 
 if TYPE_CHECKING:
-    from ..core.engine import Engine
+    from ..engine.engine import Engine
 
 __all__ = ["STATUS_BY_CODE", "HealthProbe", "create_app", "status_for"]
 
@@ -116,10 +114,7 @@ class HealthProbe:
         return {"ok": True}
 
     async def _database(self) -> None:
-        def ping(connection: Connection) -> None:
-            connection.execute(sa.select(1)).scalar_one()
-
-        await self._engine.store.runner.run(ping, readonly=True)
+        await self._engine.operations.ping()
 
     async def _redis(self, url: str) -> None:
         import redis

@@ -1,0 +1,119 @@
+"""The ``circleback`` command group and what its commands share: settings, running, tables.
+
+Every command reads the ``CIRCLEBACK_*`` environment variables; flags override them.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import anyio
+import click
+
+from ..core.clock import SystemClock
+from ..core.errors import CirclebackError
+from ..core.models import Caller
+from ..core.settings import Settings
+from ..engine.engine import Engine
+
+__all__ = [
+    "caller_from",
+    "caller_options",
+    "cli",
+    "facade_engine",
+    "one_line",
+    "print_table",
+    "run_async",
+    "settings_of",
+]
+
+T = TypeVar("T")
+
+
+def settings_of(ctx: click.Context) -> Settings:
+    """The settings: the environment, with the group's flags over it."""
+    obj: dict[str, Any] = ctx.ensure_object(dict)
+    return Settings.from_env(database_url=obj.get("database_url"), redis_url=obj.get("redis_url"))
+
+
+def run_async(ctx: click.Context, fn: Callable[[], Awaitable[T]]) -> T:
+    """Run ``fn`` on the chosen backend; a circleback error becomes a one-line message."""
+    backend = ctx.ensure_object(dict).get("backend", "asyncio")
+    try:
+        return anyio.run(fn, backend=backend)
+    except CirclebackError as exc:
+        raise click.ClickException(exc.message) from None
+
+
+def caller_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The options naming who a command acts for (as the orchestrator would)."""
+    options = [
+        click.option("--user", default="cli", show_default=True, help="user_id of the caller"),
+        click.option("--platform", default="cli", show_default=True, help="platform of the caller"),
+        click.option("--channel", default=None, help="platform_channel_id for messages"),
+        click.option("--thread", default=None, help="platform_thread_id for messages"),
+        click.option("--conversation", default=None, help="conversation_id to resume"),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def caller_from(user: str, platform: str, channel: str | None = None, thread: str | None = None,
+                conversation: str | None = None) -> Caller:
+    """The caller the options name."""
+    return Caller(
+        user_id=user,
+        platform=platform,
+        platform_channel_id=channel,
+        platform_thread_id=thread,
+        conversation_id=conversation,
+    )
+
+
+def facade_engine(ctx: click.Context) -> Engine:
+    """An engine without worker loops: the facade and the operator verbs only."""
+    return Engine(settings_of(ctx), worker=False, clock=SystemClock())
+
+
+def one_line(text: str, width: int) -> str:
+    """``text`` on one line, cut to ``width`` characters with an ellipsis."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def print_table(headers: list[str], rows: list[list[str]]) -> None:
+    """Rows under upper-cased headers, in columns as wide as their widest cell."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(headers)]
+    click.echo("  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
+    for row in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+@click.group()
+@click.option("--database-url", envvar="CIRCLEBACK_DATABASE_URL", default=None,
+              help="SQLAlchemy URL of the store [env CIRCLEBACK_DATABASE_URL; "
+                   "default sqlite:///circleback.db]")
+@click.option("--redis-url", envvar="CIRCLEBACK_REDIS_URL", default=None,
+              help="Redis for notifications [env CIRCLEBACK_REDIS_URL; default: standard output]")
+@click.option("--backend", type=click.Choice(["asyncio", "trio"]), default="asyncio",
+              envvar="CIRCLEBACK_BACKEND", show_default=True, help="async backend to run on")
+@click.option("--log-level", default="INFO", envvar="CIRCLEBACK_LOG_LEVEL", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.version_option(package_name="circleback")
+@click.pass_context
+def cli(ctx: click.Context, database_url: str | None, redis_url: str | None,
+        backend: str, log_level: str) -> None:
+    """circleback: watch long-running work and circle back when it is done."""
+    ctx.ensure_object(dict).update(database_url=database_url, redis_url=redis_url, backend=backend)
+    logging.basicConfig(
+        level=log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # Alembic narrates every schema check at INFO; only its warnings concern operators.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
