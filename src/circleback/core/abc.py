@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import attrs
 
 from .clock import Clock
+from .errors import DeliveryFailed, ModuleCallFailed
 from .models import Caller, CheckOutcome, Job, Notification
 from .settings import Limits, Settings
 
@@ -115,15 +116,6 @@ class DeliveryReceipt:
     note: str | None = None
 
 
-class DeliveryFailed(Exception):
-    """Raised by a notifier when a message did not go out; it will be retried later."""
-
-    def __init__(self, reason: str, *, retryable: bool = True) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.retryable = retryable
-
-
 @attrs.frozen(kw_only=True)
 class DeliveryContext:
     """What a notifier may use while delivering one message."""
@@ -163,19 +155,6 @@ class Notifier(abc.ABC):
         did not go out (retried with backoff while ``retryable``, else marked dead).
         Delivery is at least once: consumers deduplicate on ``notification_id``.
         """
-
-
-class ModuleCallFailed(Exception):
-    """Raised by a :class:`ModuleCaller` when a tool call gave no result.
-
-    ``poll_module`` counts it as "not yet" and keeps ``reason`` as the job's last error.
-    """
-
-    def __init__(self, reason: str, *, code: str = "error") -> None:
-        super().__init__(reason)
-        self.reason = reason
-        #: Machine-readable kind: ``not_configured``, ``unreachable``, ``tool_error``, ...
-        self.code = code
 
 
 class ModuleCaller(abc.ABC):

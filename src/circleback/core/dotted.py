@@ -18,7 +18,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .errors import ValidationError
+from .errors import FieldMissing, ValidationError
 
 __all__ = [
     "FieldMissing",
@@ -35,10 +35,6 @@ MAX_PATH_PARTS = 32
 MAX_VALUES = 50
 MAX_VALUE_CHARS = 256
 _INDEX = re.compile(r"^-?[0-9]+$")
-
-
-class FieldMissing(LookupError):
-    """The path leads nowhere in the data; the message says where it stopped."""
 
 
 def parse_path(path: str) -> tuple[str, ...]:

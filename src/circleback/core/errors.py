@@ -1,4 +1,4 @@
-"""The errors circleback raises.
+"""Every error circleback raises, in one tree.
 
 Every error derives from :class:`CirclebackError` and carries a machine-readable
 ``code`` so that front ends (the agent tools, the HTTP service, the CLI) can turn
@@ -10,9 +10,28 @@ it into a structured answer without parsing messages::
     ├── PermissionDenied             code: "forbidden"
     ├── JobNotFound                  code: "not_found"      (.job_id)
     ├── WorkflowNotFound             code: "not_found"      (.workflow_id)
+    ├── UnknownTool                  code: "unknown_tool"   (a tool this module lacks)
     ├── PluginError                  code: "plugin_error"   (a plugin is missing or broken)
     ├── ConfigurationError           code: "configuration"  (bad settings or environment)
-    └── StoreError                   code: "store"          (the database refused or is unusable)
+    ├── StoreError                   code: "store"          (the database refused or is unusable)
+    ├── DeliveryFailed               code: "delivery_failed" (a notifier; .retryable)
+    ├── ModuleCallFailed             code: per call: "not_configured", "unreachable",
+    │                                      "tool_error", ... (a module caller)
+    ├── AddressRefused               code: "address_refused" (the network policy said no)
+    ├── FieldMissing                 code: "field_missing"  (a dotted path led nowhere)
+    ├── UnsendableRequest            code: "unsendable"     (an HTTP request that cannot go out)
+    ├── BrokenAnswer                 code: "broken_answer"  (an answer that breaks HTTP/1.1)
+    └── HttpFailure                  code: "http_failure"   (a request got no usable answer)
+        └── TimedOut                 code: "timed_out"      (.what names the step)
+            ├── ConnectTimedOut
+            ├── PoolTimedOut
+            └── ReadTimedOut
+
+The plugin-facing ones (:class:`DeliveryFailed`, :class:`ModuleCallFailed`) are
+raised by plugins and turned into a retry, a dead letter or a "not yet" by the
+engine; the network ones never leave a check, which records them as the job's
+last error. A few private exceptions steer control flow inside one module and
+never leave it.
 """
 
 from __future__ import annotations
@@ -20,13 +39,25 @@ from __future__ import annotations
 import uuid
 
 __all__ = [
+    "AddressRefused",
+    "BrokenAnswer",
     "CirclebackError",
     "ConfigurationError",
+    "ConnectTimedOut",
+    "DeliveryFailed",
+    "FieldMissing",
+    "HttpFailure",
     "JobNotFound",
     "LimitExceeded",
+    "ModuleCallFailed",
     "PermissionDenied",
     "PluginError",
+    "PoolTimedOut",
+    "ReadTimedOut",
     "StoreError",
+    "TimedOut",
+    "UnknownTool",
+    "UnsendableRequest",
     "ValidationError",
     "WorkflowNotFound",
 ]
@@ -114,3 +145,95 @@ class StoreError(CirclebackError):
     """The store cannot be used (for example a schema it does not understand)."""
 
     code = "store"
+
+
+class UnknownTool(CirclebackError):
+    """The call named a tool this module does not have."""
+
+    code = "unknown_tool"
+
+    def to_dict(self) -> dict[str, str | None]:
+        return {"code": self.code, "message": self.message, "field": "tool"}
+
+
+class DeliveryFailed(CirclebackError):
+    """Raised by a notifier when a message did not go out; it will be retried later."""
+
+    code = "delivery_failed"
+
+    def __init__(self, reason: str, *, retryable: bool = True) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retryable = retryable
+
+
+class ModuleCallFailed(CirclebackError):
+    """Raised by a module caller when a tool call gave no result.
+
+    ``poll_module`` counts it as "not yet" and keeps ``reason`` as the job's last error.
+    """
+
+    def __init__(self, reason: str, *, code: str = "error") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        #: Machine-readable kind: ``not_configured``, ``unreachable``, ``tool_error``, ...
+        self.code = code
+
+
+class AddressRefused(CirclebackError):
+    """A URL or an address it resolved to is not allowed; ``reason`` says why, for people."""
+
+    code = "address_refused"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class FieldMissing(CirclebackError, LookupError):
+    """A dotted path leads nowhere in the data; the message says where it stopped."""
+
+    code = "field_missing"
+
+
+class UnsendableRequest(CirclebackError, ValueError):
+    """A request part that cannot go on the wire as given; ``str()`` names it."""
+
+    code = "unsendable"
+
+
+class BrokenAnswer(CirclebackError, ValueError):
+    """An answer that breaks HTTP/1.1; ``str()`` says how."""
+
+    code = "broken_answer"
+
+
+class HttpFailure(CirclebackError):
+    """A request that got no usable answer; ``str()`` says why, for the job's last error."""
+
+    code = "http_failure"
+
+
+class TimedOut(HttpFailure):
+    """A step of the request took longer than its timeout; :attr:`what` names the step."""
+
+    code = "timed_out"
+    what = "timed out"
+
+
+class ConnectTimedOut(TimedOut):
+    """No connection within the connect timeout."""
+
+    what = "timed out connecting"
+
+
+class PoolTimedOut(TimedOut):
+    """No free connection within the pool timeout."""
+
+    what = "timed out waiting for a free connection"
+
+
+class ReadTimedOut(TimedOut):
+    """No answer within the read timeout."""
+
+    what = "timed out waiting for an answer"

@@ -40,6 +40,13 @@ import httpx
 import sniffio
 from anyio.streams.tls import TLSStream
 
+from ..core.errors import (
+    ConnectTimedOut,
+    HttpFailure,
+    PoolTimedOut,
+    ReadTimedOut,
+    TimedOut,
+)
 from ..core.settings import HttpTuning
 from . import asyncio_stream
 from .http1 import AnswerParser, BrokenAnswer, UnsendableRequest, encode_request
@@ -68,28 +75,6 @@ _BODY_HEADERS: Final = frozenset({"content-length", "content-type", "transfer-en
 
 
 # -- failures ----------------------------------------------------------------------------------
-
-
-class HttpFailure(Exception):
-    """A request that got no usable answer; ``str()`` says why, for the job's last error."""
-
-
-class TimedOut(HttpFailure):
-    """A step of the request took longer than its timeout; :attr:`what` names the step."""
-
-    what = "timed out"
-
-
-class ConnectTimedOut(TimedOut):
-    what = "timed out connecting"
-
-
-class PoolTimedOut(TimedOut):
-    what = "timed out waiting for a free connection"
-
-
-class ReadTimedOut(TimedOut):
-    what = "timed out waiting for an answer"
 
 
 class _Stale(Exception):

@@ -18,6 +18,8 @@ from typing import Final
 
 import httptools
 
+from ..core.errors import BrokenAnswer, UnsendableRequest
+
 __all__ = ["MAX_HEAD_BYTES", "AnswerParser", "BrokenAnswer", "UnsendableRequest", "encode_request"]
 
 #: The most bytes an answer's head (status line and headers) may take.
@@ -28,14 +30,6 @@ _TARGET: Final = re.compile(rb"[^\x00-\x20\x7f]+")
 #: Visible characters, spaces and tabs: no line breaks, no other control characters.
 _FIELD_VALUE: Final = re.compile(rb"[^\x00-\x08\x0a-\x1f\x7f]*")
 _OUTER_SPACE: Final = b" \t"
-
-
-class UnsendableRequest(ValueError):
-    """A request part that cannot go on the wire as given; ``str()`` names it."""
-
-
-class BrokenAnswer(ValueError):
-    """An answer that breaks HTTP/1.1; ``str()`` says how."""
 
 
 def encode_request(

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Final, TypeAlias
 
 import anyio
 
-from ..core.errors import ConfigurationError
+from ..core.errors import AddressRefused, ConfigurationError
 
 if TYPE_CHECKING:
     import httpx
@@ -56,14 +56,6 @@ IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 #: The only URL schemes a checker may request.
 ALLOWED_SCHEMES: Final = frozenset({"http", "https"})
 _MAX_URL_CHARS = 2048
-
-
-class AddressRefused(Exception):
-    """A URL or an address it resolved to is not allowed; ``reason`` says why, for people."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def _nets(*specs: str) -> tuple[IPNetwork, ...]:

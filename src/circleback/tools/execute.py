@@ -30,7 +30,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..core.errors import CirclebackError, PermissionDenied, ValidationError
+from ..core.errors import CirclebackError, PermissionDenied, UnknownTool, ValidationError
 from ..core.models import Caller, Job, JobStatus
 from ..core.registry import PluginRegistry
 from ..core.rendering import render_result, wrap_untrusted
@@ -63,15 +63,6 @@ _MAX_FIELD_CHARS = 80
 
 Arguments = dict[str, Any]
 Handler = Callable[[Caller, Arguments], Awaitable[dict[str, Any]]]
-
-
-class UnknownTool(CirclebackError):
-    """The call named a tool this module does not have."""
-
-    code = "unknown_tool"
-
-    def to_dict(self) -> dict[str, str | None]:
-        return {"code": self.code, "message": self.message, "field": "tool"}
 
 
 def _kind(value: Any) -> str:
