@@ -33,7 +33,6 @@ from circleback import (
     Notifier,
     Runtime,
     ValidationContext,
-    ValidationError,
 )
 
 from .common import trivial_job
@@ -41,11 +40,14 @@ from .common import trivial_job
 __all__ = ["BenchPlugin", "BenchPollChecker", "BenchSink", "BenchTimerChecker"]
 
 
-def _epoch(config: Mapping[str, Any], field: str) -> float:
-    value = config.get(field)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValidationError(field, "must be a number of epoch seconds")
-    return float(value)
+def _epoch_schema(field: str) -> dict[str, Any]:
+    """A ``check_config`` of one number: epoch seconds."""
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": [field],
+        "properties": {field: {"type": "number", "description": "epoch seconds"}},
+    }
 
 
 class BenchTimerChecker(Checker):
@@ -54,10 +56,8 @@ class BenchTimerChecker(Checker):
     job_type = "bench_timer"
     description = "Benchmark timer: met at check_config.due (epoch seconds)."
 
-    def validate_config(
-        self, config: Mapping[str, Any], context: ValidationContext
-    ) -> dict[str, Any]:
-        return {"due": _epoch(config, "due")}
+    def config_schema(self, context: ValidationContext) -> dict[str, Any]:
+        return _epoch_schema("due")
 
     def first_check_delay(self, config: Mapping[str, Any]) -> float:
         return max(0.0, float(config["due"]) - time.time())
@@ -73,10 +73,8 @@ class BenchPollChecker(Checker):
     job_type = "bench_poll"
     description = "Benchmark poll: never met; first check at check_config.start."
 
-    def validate_config(
-        self, config: Mapping[str, Any], context: ValidationContext
-    ) -> dict[str, Any]:
-        return {"start": _epoch(config, "start")}
+    def config_schema(self, context: ValidationContext) -> dict[str, Any]:
+        return _epoch_schema("start")
 
     def first_check_delay(self, config: Mapping[str, Any]) -> float:
         return max(0.0, float(config["start"]) - time.time())

@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +41,8 @@ class StampChecker(Checker):
     def __init__(self, directory: str) -> None:
         self._directory = directory
 
-    def validate_config(self, config: Mapping[str, Any], context: Any) -> dict[str, Any]:
-        return {}
+    def config_schema(self, context: Any) -> dict[str, Any]:
+        return {"type": "object", "maxProperties": 0}
 
     async def check(self, job: Job, runtime: Runtime) -> CheckOutcome:
         Path(self._directory, str(job.id)).write_text(f"{time.time():.6f}")

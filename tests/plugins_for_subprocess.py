@@ -9,13 +9,13 @@ middle of it; any later check finds ``PATH`` and reports the condition met.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import anyio
 
 import circleback
-from circleback import Checker, CheckOutcome, Job, Runtime, ValidationContext, ValidationError
+from circleback import Checker, CheckOutcome, Job, Runtime, ValidationContext
 
 
 class SlowChecker(Checker):
@@ -24,13 +24,13 @@ class SlowChecker(Checker):
     job_type = "slow"
     description = "Hang in the first check, succeed in the next (for restart tests)."
 
-    def validate_config(
-        self, config: Mapping[str, Any], context: ValidationContext
-    ) -> dict[str, Any]:
-        marker = config.get("marker")
-        if not isinstance(marker, str) or not marker:
-            raise ValidationError("marker", "must be a file path")
-        return {"marker": marker}
+    def config_schema(self, context: ValidationContext) -> dict[str, Any]:
+        return {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["marker"],
+            "properties": {"marker": {"type": "string", "minLength": 1}},
+        }
 
     async def check(self, job: Job, runtime: Runtime) -> CheckOutcome:
         marker = anyio.Path(job.check_config["marker"])

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -46,8 +46,11 @@ class RaceChecker(Checker):
         self.release: defaultdict[uuid.UUID, anyio.Event] = defaultdict(anyio.Event)
         self.finished: set[uuid.UUID] = set()
 
-    def validate_config(
-        self, config: Mapping[str, Any], context: ValidationContext
+    def config_schema(self, context: ValidationContext) -> dict[str, Any]:
+        return {"type": "object"}
+
+    def refine_config(
+        self, config: dict[str, Any], context: ValidationContext
     ) -> dict[str, Any]:
         return {}
 

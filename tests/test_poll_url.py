@@ -40,9 +40,10 @@ from circleback import (
     ValidationError,
 )
 from circleback.checkers.poll_url import PollUrlChecker
+from circleback.core.abc import ValidationContext
 from circleback.core.registry import PluginRegistry
+from circleback.core.rulebook import Rulebook
 from circleback.core.state import JITTER_FRACTION
-from circleback.core.validation import validate_job_spec
 from circleback.engine.plugins import make_plugin_manager
 from circleback.net.httpclient import make_http_client
 from circleback.testing import TestingPlugin
@@ -719,13 +720,11 @@ async def test_bad_config_names_the_field_and_writes_nothing(
 
 def test_valid_config_is_normalised(settings: Settings) -> None:
     registry = PluginRegistry.from_manager(make_plugin_manager(load_entry_points=False))
-    spec = validate_job_spec(
+    spec = Rulebook(registry, settings).job_spec(
         {"job_type": "poll_url", "on_success_message": "ok",
          "check_config": {"url": "https://Example.com/h", "method": "patch",
                           "expected_status": [204, 204, 200], "json": None,
-                          "response_field": "a.0", "response_values": 1}},
-        plugins=registry, settings=settings,
-    )
+                          "response_field": "a.0", "response_values": 1}})
     assert spec.check_config == {
         "url": "https://example.com/h", "method": "PATCH", "expected_status": [204, 200],
         "json": None, "response_field": "a.0", "response_values": [1],
@@ -733,7 +732,7 @@ def test_valid_config_is_normalised(settings: Settings) -> None:
 
 
 def test_config_schema_lists_exactly_the_accepted_settings() -> None:
-    schema = PollUrlChecker().config_schema()
+    schema = PollUrlChecker().config_schema(ValidationContext(settings=Settings()))
     assert schema["required"] == ["url"]
     assert schema["additionalProperties"] is False
     assert set(schema["properties"]) == {
@@ -771,6 +770,7 @@ _urls = st.sampled_from(
 
 
 _REGISTRY = PluginRegistry.from_manager(make_plugin_manager(load_entry_points=False))
+_RULES = Rulebook(_REGISTRY, Settings())
 
 
 @hypothesis_settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
@@ -778,7 +778,7 @@ _REGISTRY = PluginRegistry.from_manager(make_plugin_manager(load_entry_points=Fa
 def test_any_config_is_either_valid_or_refused_with_its_field(config: dict[str, Any]) -> None:
     spec = {"job_type": "poll_url", "check_config": config, "on_success_message": "ok"}
     try:
-        valid = validate_job_spec(spec, plugins=_REGISTRY, settings=Settings())
+        valid = _RULES.job_spec(spec)
     except ValidationError as exc:
         assert exc.field.startswith("check_config")
         assert exc.reason

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import attrs
@@ -329,8 +329,11 @@ class _BrokenChecker(Checker):
 
     job_type = "broken"
 
-    def validate_config(
-        self, config: Mapping[str, Any], context: ValidationContext
+    def config_schema(self, context: ValidationContext) -> dict[str, Any]:
+        return {"type": "object"}
+
+    def refine_config(
+        self, config: dict[str, Any], context: ValidationContext
     ) -> dict[str, Any]:
         raise RuntimeError("bug in a plugin")
 

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 import pytest
 from jsonschema import Draft202012Validator
 
@@ -19,7 +20,9 @@ from circleback import (
     Settings,
     make_plugin_manager,
 )
-from circleback.core.validation import CALLER_FIELDS, SPEC_FIELDS
+from circleback.core.abc import ValidationContext
+from circleback.core.models import JobSpec
+from circleback.core.validation import CALLER_FIELDS
 from circleback.testing import TestingPlugin
 from circleback.tools import (
     CONTEXT_FIELDS,
@@ -32,6 +35,9 @@ from circleback.tools import (
 )
 
 from .tools_support import ToolHarness, context_of, tool_harness
+
+#: add_job's arguments: the fields of a job spec.
+SPEC_FIELDS = frozenset(field.name for field in attrs.fields(JobSpec))
 
 
 def _registry(*plugins: object) -> PluginRegistry:
@@ -128,7 +134,7 @@ def test_an_optional_check_config_field_given_as_null_is_taken_iff_the_schema_ta
         for example in add_job["examples"]:
             arguments = example["arguments"]
             job_type = arguments["job_type"]
-            config_schema = checkers[job_type].config_schema()
+            config_schema = checkers[job_type].config_schema(ValidationContext(settings=settings))
             optional = set(config_schema["properties"]) - set(config_schema.get("required", ()))
             for field in sorted(optional):
                 given = {**arguments, "check_config": {**arguments["check_config"], field: None}}
@@ -194,7 +200,7 @@ def test_add_job_schema_follows_the_registered_plugins(settings: Settings) -> No
     }
     assert set(branches) == set(registry.checkers)
     for job_type, checker in registry.checkers.items():
-        assert branches[job_type] == checker.config_schema()
+        assert branches[job_type] == checker.config_schema(ValidationContext(settings=settings))
     validator = Draft202012Validator(schema)
     assert validator.is_valid(
         {"job_type": "delay", "check_config": {"delay_seconds": 1}, "on_success_message": "x"}

@@ -15,7 +15,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -35,7 +35,10 @@ class TallyChecker(Checker):
         self._hold = hold
         self._answer = answer
 
-    def validate_config(self, config: Mapping[str, Any], context: Any) -> dict[str, Any]:
+    def config_schema(self, context: Any) -> dict[str, Any]:
+        return {"type": "object", "properties": {"met_after": {"type": "integer", "minimum": 1}}}
+
+    def refine_config(self, config: dict[str, Any], context: Any) -> dict[str, Any]:
         return {"met_after": int(config.get("met_after", 1))}
 
     async def check(self, job: Job, runtime: Runtime) -> CheckOutcome:

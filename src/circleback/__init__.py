@@ -65,7 +65,6 @@ from .core.registry import PluginRegistry
 from .core.rendering import render_message, render_result
 from .core.settings import EngineTuning, HttpTuning, Limits, Settings
 from .core.state import Cancel, CheckResult, Transition, apply_event
-from .core.validation import validate_job_spec
 from .engine.engine import Engine
 from .engine.plugins import make_plugin_manager
 from .engine.scheduler import Scheduler
@@ -125,7 +124,6 @@ __all__ = [
     "make_plugin_manager",
     "render_message",
     "render_result",
-    "validate_job_spec",
 ]
 
 # Public names report the package as their home, as they are documented.

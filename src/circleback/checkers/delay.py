@@ -6,10 +6,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..core.abc import Checker, Runtime, ValidationContext
-from ..core.errors import ValidationError
 from ..core.hookspecs import hookimpl
 from ..core.models import CheckOutcome, Job
-from ..core.validation import require_number
+from ..core.schema import object_of
 
 __all__ = ["DelayChecker"]
 
@@ -20,38 +19,21 @@ class DelayChecker(Checker):
     job_type = "delay"
     description = "Wait delay_seconds after the job is added, then send the success message."
 
-    def validate_config(
-        self, config: Mapping[str, Any], context: ValidationContext
-    ) -> dict[str, Any]:
-        unknown = sorted(set(config) - {"delay_seconds"})
-        if unknown:
-            raise ValidationError(str(unknown[0]), "is not a known setting of a delay job")
-        if "delay_seconds" not in config:
-            raise ValidationError("delay_seconds", "is required")
-        seconds = require_number(
-            config["delay_seconds"],
-            "delay_seconds",
-            positive=True,
-            maximum=context.limits.max_delay_seconds,
-        )
-        return {"delay_seconds": seconds}
-
     def first_check_delay(self, config: Mapping[str, Any]) -> float:
         return float(config["delay_seconds"])
 
-    def config_schema(self) -> dict[str, Any]:
-        return {
-            "type": "object",
-            "properties": {
+    def config_schema(self, context: ValidationContext) -> dict[str, Any]:
+        return object_of(
+            {
                 "delay_seconds": {
                     "type": "number",
                     "exclusiveMinimum": 0,
+                    "maximum": context.limits.max_delay_seconds,
                     "description": "Seconds to wait before sending the message.",
                 }
             },
-            "required": ["delay_seconds"],
-            "additionalProperties": False,
-        }
+            ["delay_seconds"],
+        )
 
     def describe(self, config: Mapping[str, Any]) -> str:
         return f"a {config.get('delay_seconds')} s timer"

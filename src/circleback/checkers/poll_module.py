@@ -42,27 +42,25 @@ from ..core.abc import (
 )
 from ..core.dotted import (
     FieldMissing,
+    as_values,
     describe_value,
     lookup,
     matches,
-    validate_path,
-    validate_values,
+    path_schema,
+    values_schema,
 )
-from ..core.errors import ConfigurationError, PluginError, ValidationError
+from ..core.errors import ConfigurationError, ConflictingValues, PluginError
 from ..core.hookspecs import hookimpl
 from ..core.models import Caller, CheckOutcome, Job
+from ..core.schema import ERROR_MESSAGE, needs, object_of
 from ..core.settings import Settings
-from ..core.validation import CALLER_FIELDS, require_string
+from ..core.validation import CALLER_FIELDS
 
 if TYPE_CHECKING:
     import httpx
 
 __all__ = ["HttpModuleCaller", "PollModuleChecker"]
 
-_CONFIG_KEYS = frozenset(
-    {"module", "tool", "args", "success_field", "success_values", "failure_field",
-     "failure_values"}
-)
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$")
 #: Tools of the scheduler itself: a poll must not add or cancel jobs on every interval.
 _OWN_TOOL_PREFIX = "scheduler."
@@ -173,104 +171,82 @@ class PollModuleChecker(Checker):
     def __init__(self) -> None:
         self._caller: ModuleCaller | None = None
 
-    def validate_config(
-        self, config: Mapping[str, Any], context: ValidationContext
-    ) -> dict[str, Any]:
-        unknown = sorted(str(key) for key in config if key not in _CONFIG_KEYS)
-        if unknown:
-            raise ValidationError(unknown[0], "is not a known setting of a poll_module job")
-        for required in ("module", "tool", "success_field", "success_values"):
-            if required not in config:
-                raise ValidationError(required, "is required")
-        module = require_string(config["module"], "module", max_chars=128)
-        configured = context.settings.modules
-        if module not in configured:
-            known = ", ".join(sorted(configured)) or "none are configured"
-            raise ValidationError("module", f"is not a configured module ({known})")
-        tool = require_string(config["tool"], "tool", max_chars=128)
-        if not _NAME.match(tool):
-            raise ValidationError("tool", "must be a tool name such as 'deployer.task_status'")
-        if tool.startswith(_OWN_TOOL_PREFIX):
-            raise ValidationError("tool", "a poll may not call the scheduler's own tools")
-        args = config.get("args", {})
-        if args is None:
-            args = {}
-        if not isinstance(args, Mapping):
-            raise ValidationError("args", "must be an object of the tool's arguments")
-        for key in args:
-            if not isinstance(key, str):
-                raise ValidationError("args", "keys must be strings")
-            if key in CALLER_FIELDS:
-                raise ValidationError(
-                    f"args.{key}", "comes from the job's caller context and cannot be given"
-                )
-        normal: dict[str, Any] = {
-            "module": module,
-            "tool": tool,
-            "args": dict(args),
-            "success_field": validate_path(config["success_field"], "success_field"),
-            "success_values": validate_values(config["success_values"], "success_values"),
-        }
-        if "failure_field" in config and "failure_values" not in config:
-            raise ValidationError("failure_values", "is required with failure_field")
-        if "failure_values" in config:
-            field = config.get("failure_field", normal["success_field"])
-            normal["failure_field"] = validate_path(field, "failure_field")
-            normal["failure_values"] = validate_values(config["failure_values"], "failure_values")
-            if normal["failure_field"] == normal["success_field"]:
-                successes = normal["success_values"]
-                overlap = [v for v in normal["failure_values"] if matches(v, successes)]
-                if overlap:
-                    raise ValidationError(
-                        "failure_values",
-                        f"{describe_value(overlap[0])} is also a success value",
-                    )
-        return normal
-
-    def config_schema(self) -> dict[str, Any]:
-        scalar = {"type": ["string", "number", "boolean", "null"]}
-        values = {
-            "oneOf": [scalar, {"type": "array", "items": scalar, "minItems": 1, "maxItems": 50}]
-        }
-        path = {"type": "string", "minLength": 1, "maxLength": 256}
-        return {
-            "type": "object",
-            "properties": {
+    def config_schema(self, context: ValidationContext) -> dict[str, Any]:
+        configured = sorted(context.settings.modules)
+        known = ", ".join(configured) or "none are configured"
+        values = values_schema
+        return object_of(
+            {
                 "module": {
                     "type": "string",
-                    "maxLength": 128,
+                    "enum": configured,
+                    ERROR_MESSAGE: {"enum": f"is not a configured module ({known})"},
                     "description": "The module to call, one of those configured.",
                 },
                 "tool": {
                     "type": "string",
-                    "pattern": _NAME.pattern,
-                    "description": "The tool's name, as in 'deployer.task_status'.",
+                    "maxLength": 128,
+                    "allOf": [
+                        {"pattern": _NAME.pattern,
+                         ERROR_MESSAGE: "must be a tool name such as 'deployer.task_status'"},
+                        {"not": {"pattern": f"^{re.escape(_OWN_TOOL_PREFIX)}"},
+                         ERROR_MESSAGE: "a poll may not call the scheduler's own tools"},
+                    ],
+                    "description": "The tool's name, as in 'deployer.task_status'; not one of "
+                    "the scheduler's own tools.",
                 },
                 "args": {
                     "type": ["object", "null"],
+                    "propertyNames": {
+                        "not": {"enum": sorted(CALLER_FIELDS)},
+                        ERROR_MESSAGE: "comes from the job's caller context and cannot be given",
+                    },
                     "description": "The tool's arguments (without user or channel ids: the "
                     "call carries the job's own context); null or left out means none.",
                 },
-                "success_field": {
-                    **path,
-                    "description": "Dotted path into the tool's result, such as 'status' or "
-                    "'items.0.state'.",
-                },
-                "success_values": {
-                    **values, "description": "Values of success_field that complete the job."
-                },
-                "failure_field": {
-                    **path, "description": "Dotted path checked for failure_values; defaults "
-                    "to success_field.",
-                },
-                "failure_values": {
-                    **values, "description": "Values that fail the job at once."
-                },
+                "success_field": path_schema(
+                    "Dotted path into the tool's result, such as 'status' or 'items.0.state'.",
+                ),
+                "success_values": values("Values of success_field that complete the job."),
+                "failure_field": path_schema(
+                    "Dotted path checked for failure_values; defaults to success_field.",
+                ),
+                "failure_values": values(
+                    "Values that fail the job at once; none of them may also be a success "
+                    "value of the same field."
+                ),
             },
-            "required": ["module", "tool", "success_field", "success_values"],
-            "additionalProperties": False,
-            "dependentRequired": {"failure_field": ["failure_values"]},
+            ["module", "tool", "success_field", "success_values"],
+            allOf=[needs("failure_field", "failure_values")],
+        )
+
+    def refine_config(
+        self, config: dict[str, Any], context: ValidationContext
+    ) -> dict[str, Any]:
+        """Fill in ``args`` and ``failure_field``, make every value list a list.
+
+        The rule a schema cannot state: a failure value that is also a success
+        value of the same field (``conflict``).
+        """
+        normal: dict[str, Any] = {
+            "module": config["module"],
+            "tool": config["tool"],
+            "args": dict(config.get("args") or {}),
+            "success_field": config["success_field"],
+            "success_values": as_values(config["success_values"]),
         }
+        if "failure_values" in config:
+            normal["failure_field"] = config.get("failure_field", normal["success_field"])
+            normal["failure_values"] = as_values(config["failure_values"])
+            if normal["failure_field"] == normal["success_field"]:
+                successes = normal["success_values"]
+                overlap = [v for v in normal["failure_values"] if matches(v, successes)]
+                if overlap:
+                    raise ConflictingValues(
+                        "failure_values",
+                        f"{describe_value(overlap[0])} is also a success value",
+                    )
+        return normal
 
     def describe(self, config: Mapping[str, Any]) -> str:
         return (

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
@@ -47,16 +47,17 @@ import attrs
 from ..core.abc import Checker, Runtime, ValidationContext
 from ..core.dotted import (
     FieldMissing,
+    as_values,
     describe_value,
     lookup,
     matches,
-    validate_path,
-    validate_values,
+    path_schema,
+    values_schema,
 )
-from ..core.errors import ValidationError
+from ..core.errors import UrlRefused
 from ..core.hookspecs import hookimpl
 from ..core.models import CheckOutcome, Job
-from ..core.validation import require_number, require_string
+from ..core.schema import ERROR_MESSAGE, any_case, needs, object_of, one_or_many
 from ..net.netguard import AddressRefused, NetworkPolicy, parse_http_url
 
 if TYPE_CHECKING:
@@ -69,9 +70,7 @@ __all__ = ["MAX_REDIRECTS", "METHODS", "PollUrlChecker"]
 METHODS: Final = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 #: Redirects followed at most per check, each checked like the first URL.
 MAX_REDIRECTS: Final = 5
-_CONFIG_KEYS = frozenset(
-    {"url", "method", "expected_status", "headers", "json", "response_field", "response_values"}
-)
+_MAX_URL_CHARS = 2048
 _MAX_STATUSES = 20
 _MAX_HEADERS = 20
 _MAX_HEADER_VALUE_CHARS = 2048
@@ -147,121 +146,110 @@ class PollUrlChecker(Checker):
         self._policy: NetworkPolicy | None = None
         self._tuning: HttpTuning | None = None
 
-    # -- validation --------------------------------------------------------------------------
+    # -- the rules ---------------------------------------------------------------------------
 
-    def validate_config(
-        self, config: Mapping[str, Any], context: ValidationContext
-    ) -> dict[str, Any]:
-        unknown = sorted(str(key) for key in config if key not in _CONFIG_KEYS)
-        if unknown:
-            raise ValidationError(unknown[0], "is not a known setting of a poll_url job")
-        if "url" not in config:
-            raise ValidationError("url", "is required")
-        raw_url = require_string(config["url"], "url", max_chars=2048)
-        try:
-            url = parse_http_url(raw_url)
-        except AddressRefused as exc:
-            raise ValidationError("url", exc.reason) from None
-        try:
-            NetworkPolicy.from_allow_list(context.settings.allow_networks).check_url(url)
-        except AddressRefused as exc:
-            raise ValidationError("url", f"may not be requested: {exc.reason}") from None
-        normal: dict[str, Any] = {"url": str(url)}
-
-        method = config.get("method", "GET")
-        if not isinstance(method, str) or not method.isascii() or method.upper() not in METHODS:
-            raise ValidationError("method", f"must be one of {', '.join(METHODS)}")
-        normal["method"] = method.upper()
-        normal["expected_status"] = _validate_statuses(config.get("expected_status", 200))
-        if "headers" in config:
-            normal["headers"] = _validate_headers(config["headers"])
-        if "json" in config:
-            if normal["method"] in ("GET", "HEAD"):
-                raise ValidationError("json", f"a {normal['method']} request has no body")
-            normal["json"] = config["json"]
-        has_field, has_values = "response_field" in config, "response_values" in config
-        if has_field != has_values:
-            missing = "response_values" if has_field else "response_field"
-            raise ValidationError(missing, "is required with " + (
-                "response_field" if has_field else "response_values"))
-        if has_field:
-            if normal["method"] == "HEAD":
-                raise ValidationError("response_field", "a HEAD request has no body to look into")
-            normal["response_field"] = validate_path(config["response_field"], "response_field")
-            normal["response_values"] = validate_values(
-                config["response_values"], "response_values"
-            )
-        return normal
-
-    def config_schema(self) -> dict[str, Any]:
+    def config_schema(self, context: ValidationContext) -> dict[str, Any]:
         status = {"type": "integer", "minimum": 100, "maximum": 599}
-        scalar = {"type": ["string", "number", "boolean", "null"]}
-        return {
-            "type": "object",
-            "properties": {
+        # The reserved names and every proxy- header, in any case.
+        reserved = any_case(sorted(_RESERVED_HEADERS)).removesuffix(")$") + (
+            "|[Pp][Rr][Oo][Xx][Yy]-.*)$")
+        return object_of(
+            {
                 "url": {
                     "type": "string",
-                    "maxLength": 2048,
-                    "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://",
+                    "maxLength": _MAX_URL_CHARS,
+                    "allOf": [
+                        {"pattern": "^[Hh][Tt][Tt][Pp][Ss]?://",
+                         ERROR_MESSAGE: "must use http or https, as in "
+                         "https://example.com/health"},
+                        {"pattern": "^[^\\s\\u0000-\\u001f\\u007f]*$",
+                         ERROR_MESSAGE: "must not contain spaces or control characters"},
+                    ],
                     "description": "The http or https URL to request. It must reach a public "
                     "address (loopback, private and metadata addresses are refused).",
                 },
                 "method": {
                     "type": "string",
-                    "pattern": _any_case(METHODS),
+                    "pattern": any_case(METHODS),
+                    ERROR_MESSAGE: {"pattern": f"must be one of {', '.join(METHODS)}"},
                     "examples": list(METHODS),
                     "default": "GET",
                     "description": f"The HTTP method, one of {', '.join(METHODS)} (any case).",
                 },
                 "expected_status": {
-                    "description": "The status code, or codes, that mean done.",
+                    **one_or_many(status, _MAX_STATUSES,
+                                  "The status code, or codes, that mean done."),
                     "default": 200,
-                    "oneOf": [
-                        status,
-                        {"type": "array", "items": status, "minItems": 1,
-                         "maxItems": _MAX_STATUSES, "uniqueItems": True},
-                    ],
                 },
                 "headers": {
                     "type": "object",
-                    "description": "Extra request headers.",
                     "maxProperties": _MAX_HEADERS,
-                    "propertyNames": {"pattern": _HEADER_NAME.pattern},
+                    "propertyNames": {"allOf": [
+                        {"pattern": _HEADER_NAME.pattern,
+                         ERROR_MESSAGE: "is not a valid header name"},
+                        {"not": {"pattern": reserved},
+                         ERROR_MESSAGE: "is set by circleback and cannot be given"},
+                    ]},
                     "additionalProperties": {
-                        "type": "string", "maxLength": _MAX_HEADER_VALUE_CHARS
+                        "type": "string",
+                        "maxLength": _MAX_HEADER_VALUE_CHARS,
+                        "allOf": [{
+                            "pattern": "^[^\\u0000-\\u0008\\u000a-\\u001f\\u007f]*$",
+                            ERROR_MESSAGE: "must not contain line breaks or control characters",
+                        }],
                     },
+                    "description": "Extra request headers (not Host, Cookie, Connection or "
+                    "the other headers circleback sets itself).",
                 },
                 "json": {"description": "A JSON body to send (not with GET or HEAD)."},
-                "response_field": {
-                    "type": "string",
-                    "maxLength": 256,
-                    "description": "A dotted path into the JSON body, such as 'status' or "
-                    "'checks.0.state'; requires response_values.",
-                },
-                "response_values": {
-                    "description": "The values of response_field that mean done.",
-                    "oneOf": [
-                        scalar,
-                        {"type": "array", "items": scalar, "minItems": 1, "maxItems": 50},
-                    ],
-                },
+                "response_field": path_schema(
+                    "A dotted path into the JSON body, such as 'status' or 'checks.0.state'; "
+                    "requires response_values."
+                ),
+                "response_values": values_schema("The values of response_field that mean done."),
             },
-            "required": ["url"],
-            "additionalProperties": False,
-            "dependentRequired": {
-                "response_field": ["response_values"],
-                "response_values": ["response_field"],
-            },
-            "allOf": [
-                # No body on a GET or HEAD (left out, the method is GET).
-                {"if": {"properties": {"method": {"pattern": _any_case(("GET", "HEAD"))}}},
-                 "then": {"not": {"required": ["json"]}}},
-                # Nothing to look into on a HEAD.
-                {"if": {"properties": {"method": {"pattern": _any_case(("HEAD",))}},
+            ["url"],
+            allOf=[
+                needs("response_field", "response_values"),
+                needs("response_values", "response_field"),
+                # No body on a GET (which a missing method means) or a HEAD.
+                {"if": {"anyOf": [{"not": {"required": ["method"]}},
+                                  {"properties": {"method": {"pattern": any_case(["GET"])}}}]},
+                 "then": {"not": {"required": ["json"]},
+                          ERROR_MESSAGE: "a GET request has no body"}},
+                {"if": {"properties": {"method": {"pattern": any_case(["HEAD"])}},
                         "required": ["method"]},
-                 "then": {"not": {"required": ["response_field"]}}},
+                 "then": {"not": {"anyOf": [{"required": ["json"]},
+                                            {"required": ["response_field"]}]},
+                          ERROR_MESSAGE: "a HEAD request has no body"}},
             ],
-        }
+        )
+
+    def refine_config(
+        self, config: dict[str, Any], context: ValidationContext
+    ) -> dict[str, Any]:
+        """Normalise the URL and the method, list the statuses and values once each.
+
+        The rule a schema cannot state: the URL must parse and its literal host
+        must pass the network policy (``address_refused``).
+        """
+        try:
+            url = parse_http_url(config["url"])
+        except AddressRefused as exc:
+            raise UrlRefused("url", exc.reason) from None
+        try:
+            NetworkPolicy.from_allow_list(context.settings.allow_networks).check_url(url)
+        except AddressRefused as exc:
+            raise UrlRefused("url", f"may not be requested: {exc.reason}") from None
+        normal: dict[str, Any] = {"url": str(url), "method": config.get("method", "GET").upper()}
+        codes = as_values(config.get("expected_status", 200))
+        normal["expected_status"] = list(dict.fromkeys(int(code) for code in codes))
+        for key in ("headers", "json", "response_field"):
+            if key in config:
+                normal[key] = config[key]
+        if "response_values" in config:
+            normal["response_values"] = as_values(config["response_values"])
+        return normal
 
     def describe(self, config: Mapping[str, Any]) -> str:
         codes = config.get("expected_status") or [200]
@@ -422,49 +410,6 @@ def _result_body(answer: _Answer) -> Any:
         if len(compact) <= _MAX_JSON_RESULT_CHARS:
             return answer.parsed
     return _excerpt(answer.text)
-
-
-def _any_case(words: Iterable[str]) -> str:
-    """A JSON Schema pattern matching exactly ``words`` in any ASCII case ("get", "Post")."""
-    spelled = ("".join(f"[{c.upper()}{c.lower()}]" for c in word) for word in words)
-    return f"^(?:{'|'.join(spelled)})$"
-
-
-def _validate_statuses(value: Any) -> list[int]:
-    values = value if isinstance(value, list) else [value]
-    if not values:
-        raise ValidationError("expected_status", "must list at least one status code")
-    if len(values) > _MAX_STATUSES:
-        raise ValidationError("expected_status", f"must list at most {_MAX_STATUSES} codes")
-    codes: list[int] = []
-    for index, item in enumerate(values):
-        where = f"expected_status.{index}" if isinstance(value, list) else "expected_status"
-        code = int(require_number(item, where, integer=True, minimum=100, maximum=599))
-        if code not in codes:
-            codes.append(code)
-    return codes
-
-
-def _validate_headers(value: Any) -> dict[str, str]:
-    if not isinstance(value, Mapping):
-        raise ValidationError("headers", "must be an object of header names and string values")
-    if len(value) > _MAX_HEADERS:
-        raise ValidationError("headers", f"must have at most {_MAX_HEADERS} headers")
-    headers: dict[str, str] = {}
-    for name, text in value.items():
-        if not isinstance(name, str) or not _HEADER_NAME.match(name):
-            raise ValidationError("headers", f"{str(name)[:64]!r} is not a valid header name")
-        where = f"headers.{name}"
-        if name.lower() in _RESERVED_HEADERS or name.lower().startswith("proxy-"):
-            raise ValidationError(where, "is set by circleback and cannot be given")
-        if not isinstance(text, str):
-            raise ValidationError(where, "must be a string")
-        if len(text) > _MAX_HEADER_VALUE_CHARS:
-            raise ValidationError(where, f"must be at most {_MAX_HEADER_VALUE_CHARS} characters")
-        if any((ord(ch) < 0x20 and ch != "\t") or ord(ch) == 0x7F for ch in text):
-            raise ValidationError(where, "must not contain line breaks or control characters")
-        headers[name] = text
-    return headers
 
 
 @hookimpl

@@ -59,9 +59,9 @@ class Runtime:
 
 
 class Checker(abc.ABC):
-    """A job type: validates its ``check_config`` and checks whether the condition holds.
+    """A job type: declares its ``check_config`` and checks whether the condition holds.
 
-    Subclasses set :attr:`job_type` and implement :meth:`validate_config` and
+    Subclasses set :attr:`job_type` and implement :meth:`config_schema` and
     :meth:`check`; the other methods have sensible defaults.
     """
 
@@ -71,23 +71,31 @@ class Checker(abc.ABC):
     description: ClassVar[str] = ""
 
     @abc.abstractmethod
-    def validate_config(
-        self, config: Mapping[str, Any], context: ValidationContext
-    ) -> dict[str, Any]:
-        """Check ``config`` and return it normalised (defaults filled in).
+    def config_schema(self, context: ValidationContext) -> dict[str, Any]:
+        """The JSON Schema (draft 2020-12) of ``check_config``: its one set of rules.
 
-        Raises :class:`~circleback.ValidationError` whose ``field`` is the key
-        inside ``check_config`` (the engine prefixes ``check_config.``).
-        Called before anything is written, so it must not do I/O.
+        The tool manifest publishes it and every job is checked against it when it
+        is added, so state every rule a schema can state here: types, limits
+        (from ``context.limits``), enums, required and cross-field rules. An
+        ``errorMessage`` string (or an object of them per keyword) words the
+        error of the schema that holds it; see :mod:`circleback.core.schema`.
         """
+
+    def refine_config(
+        self, config: dict[str, Any], context: ValidationContext
+    ) -> dict[str, Any]:
+        """Normalise a ``check_config`` the schema accepted; apply rules it cannot state.
+
+        Returns what is stored (defaults filled in, one spelling per value). Raises
+        a :class:`~circleback.ValidationError` (a subclass with its own ``code``)
+        whose ``field`` is the key inside ``check_config``. Called before anything
+        is written, so it must not do I/O. By default the config is kept as given.
+        """
+        return config
 
     def first_check_delay(self, config: Mapping[str, Any]) -> float:
         """Seconds from creation to the first check; polls check at once (0)."""
         return 0.0
-
-    def config_schema(self) -> dict[str, Any]:
-        """A JSON Schema object describing ``check_config``, for tool manifests."""
-        return {"type": "object"}
 
     def describe(self, config: Mapping[str, Any]) -> str:
         """A short human description of what is watched, used in default messages."""

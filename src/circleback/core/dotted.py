@@ -13,21 +13,22 @@ Values are compared as JSON compares them: ``true`` is not ``1``, ``1`` equals
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .errors import FieldMissing, ValidationError
+from .errors import FieldMissing
+from .schema import ERROR_MESSAGE
 
 __all__ = [
     "FieldMissing",
+    "as_values",
     "describe_value",
     "lookup",
     "matches",
     "parse_path",
-    "validate_path",
-    "validate_values",
+    "path_schema",
+    "values_schema",
 ]
 
 MAX_PATH_CHARS = 256
@@ -38,48 +39,43 @@ _INDEX = re.compile(r"^-?[0-9]+$")
 
 
 def parse_path(path: str) -> tuple[str, ...]:
-    """Split a dotted path into its parts (no validation; see :func:`validate_path`)."""
+    """Split a dotted path into its parts (no validation; see :func:`path_schema`)."""
     return tuple(path.split("."))
 
 
-def validate_path(value: Any, field: str) -> str:
-    """``value`` as a dotted path, or a :class:`ValidationError` naming ``field``."""
-    if not isinstance(value, str):
-        raise ValidationError(field, "must be a dotted path such as 'status' or 'items.0.state'")
-    if not value or len(value) > MAX_PATH_CHARS:
-        raise ValidationError(field, f"must be 1 to {MAX_PATH_CHARS} characters long")
-    if any(ord(ch) < 0x20 for ch in value):
-        raise ValidationError(field, "must not contain control characters")
-    parts = parse_path(value)
-    if len(parts) > MAX_PATH_PARTS:
-        raise ValidationError(field, f"must have at most {MAX_PATH_PARTS} parts")
-    if any(not part for part in parts):
-        raise ValidationError(field, "must not have empty parts (as in 'a..b' or a leading dot)")
-    return value
+def path_schema(description: str) -> dict[str, Any]:
+    """The JSON Schema of a dotted path: 1 to 32 parts, none empty, no control characters."""
+    part = "[^.\\u0000-\\u001f]+"
+    return {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_PATH_CHARS,
+        "pattern": f"^{part}(?:\\.{part}){{0,{MAX_PATH_PARTS - 1}}}$",
+        ERROR_MESSAGE: {
+            "pattern": f"must be a dotted path such as 'status' or 'items.0.state': at most "
+            f"{MAX_PATH_PARTS} parts, no empty parts, no control characters",
+        },
+        "description": description,
+    }
 
 
-def _is_scalar(value: Any) -> bool:
-    if isinstance(value, float):
-        return math.isfinite(value)
-    return value is None or isinstance(value, bool | int | str)
+def values_schema(description: str) -> dict[str, Any]:
+    """The JSON Schema of the values a field is compared with: a scalar or a list of them."""
+    scalar = {"type": ["string", "number", "boolean", "null"], "maxLength": MAX_VALUE_CHARS}
+    return {
+        "oneOf": [scalar, {"type": "array", "items": scalar, "minItems": 1,
+                           "maxItems": MAX_VALUES}],
+        ERROR_MESSAGE: {
+            "oneOf": f"must be a string, a number, a boolean or null, or a list of 1 to "
+            f"{MAX_VALUES} of them",
+        },
+        "description": description,
+    }
 
 
-def validate_values(value: Any, field: str) -> list[Any]:
-    """``value`` as a non-empty list of JSON scalars (a single scalar becomes a list of one)."""
-    values = value if isinstance(value, list) else [value]
-    if isinstance(value, dict):
-        raise ValidationError(field, "must be a list of strings, numbers, booleans or null")
-    if not values:
-        raise ValidationError(field, "must list at least one value")
-    if len(values) > MAX_VALUES:
-        raise ValidationError(field, f"must list at most {MAX_VALUES} values")
-    for index, item in enumerate(values):
-        where = f"{field}.{index}" if isinstance(value, list) else field
-        if not _is_scalar(item):
-            raise ValidationError(where, "must be a string, a number, a boolean or null")
-        if isinstance(item, str) and len(item) > MAX_VALUE_CHARS:
-            raise ValidationError(where, f"must be at most {MAX_VALUE_CHARS} characters")
-    return list(values)
+def as_values(value: Any) -> list[Any]:
+    """The values a schema of :func:`values_schema` accepted, as a list."""
+    return list(value) if isinstance(value, list) else [value]
 
 
 def lookup(data: Any, path: str) -> Any:

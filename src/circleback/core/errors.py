@@ -6,7 +6,11 @@ it into a structured answer without parsing messages::
 
     CirclebackError                  code: "error"
     ├── ValidationError              code: "invalid"        (.field names the bad input)
-    │   └── LimitExceeded            code: "limit_exceeded"
+    │   ├── LimitExceeded            code: "limit_exceeded" (a per-user quota)
+    │   ├── Oversized                code: "oversized"      (check_config over its byte limit)
+    │   ├── UnstorableText           code: "unstorable_text" (NUL or a lone surrogate)
+    │   ├── ConflictingValues        code: "conflict"       (fields that contradict each other)
+    │   └── UrlRefused               code: "address_refused" (a URL the network policy refuses)
     ├── PermissionDenied             code: "forbidden"
     ├── JobNotFound                  code: "not_found"      (.job_id)
     ├── WorkflowNotFound             code: "not_found"      (.workflow_id)
@@ -43,6 +47,7 @@ __all__ = [
     "BrokenAnswer",
     "CirclebackError",
     "ConfigurationError",
+    "ConflictingValues",
     "ConnectTimedOut",
     "DeliveryFailed",
     "FieldMissing",
@@ -50,6 +55,7 @@ __all__ = [
     "JobNotFound",
     "LimitExceeded",
     "ModuleCallFailed",
+    "Oversized",
     "PermissionDenied",
     "PluginError",
     "PoolTimedOut",
@@ -58,6 +64,8 @@ __all__ = [
     "TimedOut",
     "UnknownTool",
     "UnsendableRequest",
+    "UnstorableText",
+    "UrlRefused",
     "ValidationError",
     "WorkflowNotFound",
 ]
@@ -95,6 +103,33 @@ class LimitExceeded(ValidationError):
     """A quota protecting the engine was reached (for example active jobs per user)."""
 
     code = "limit_exceeded"
+
+
+# The refusals below are the rules a JSON Schema cannot state; the README lists them.
+
+
+class Oversized(ValidationError):
+    """A value is bigger, as JSON, than its limit allows."""
+
+    code = "oversized"
+
+
+class UnstorableText(ValidationError):
+    """Text holds a NUL character or a lone surrogate, which no database stores."""
+
+    code = "unstorable_text"
+
+
+class ConflictingValues(ValidationError):
+    """Two fields contradict each other (a maximum below its minimum, a value both ways)."""
+
+    code = "conflict"
+
+
+class UrlRefused(ValidationError):
+    """A URL whose literal address the network policy refuses."""
+
+    code = "address_refused"
 
 
 class PermissionDenied(CirclebackError):

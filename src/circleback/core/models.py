@@ -89,7 +89,7 @@ class Caller:
 
 @attrs.frozen(kw_only=True)
 class JobSpec:
-    """A validated request for a new job (see :func:`circleback.validate_job_spec`)."""
+    """A validated request for a new job (made by ``Rulebook.job_spec``)."""
 
     job_type: str
     check_config: dict[str, Any]

@@ -15,8 +15,9 @@ from ..core.clock import Clock
 from ..core.errors import JobNotFound, ValidationError, WorkflowNotFound
 from ..core.models import Caller, Job, JobSpec, JobStatus
 from ..core.registry import PluginRegistry
+from ..core.rulebook import Rulebook
 from ..core.settings import Settings
-from ..core.validation import parse_uuid, validate_caller, validate_job_spec
+from ..core.validation import parse_uuid, validate_caller
 from ..store.store import Store
 
 __all__ = ["Scheduler"]
@@ -41,10 +42,18 @@ class Scheduler:
         self._clock = clock
         self._on_change = on_change
         self._on_cancel = on_cancel
+        self._rulebook = Rulebook(plugins, settings)
+
+    @property
+    def rulebook(self) -> Rulebook:
+        """The rules every verb's arguments are checked by (and the schemas they publish)."""
+        return self._rulebook
 
     def validate(self, spec: JobSpec | Mapping[str, Any]) -> JobSpec:
         """Check a job request without storing it; raises :class:`~circleback.ValidationError`."""
-        return validate_job_spec(spec, plugins=self._plugins, settings=self._settings)
+        if isinstance(spec, JobSpec):
+            spec = _as_arguments(spec)
+        return self._rulebook.job_spec(spec)
 
     async def add_job(self, caller: Caller, spec: JobSpec | Mapping[str, Any]) -> Job:
         """Validate ``spec``, store it as a new active job of ``caller`` and return it.
@@ -179,3 +188,19 @@ class Scheduler:
         elif not untouched:
             raise WorkflowNotFound(parsed)
         return cancelled
+
+
+def _as_arguments(spec: JobSpec) -> dict[str, Any]:
+    """A :class:`JobSpec` as add_job's arguments, so it is checked like any other."""
+    return {
+        "job_type": spec.job_type,
+        "check_config": spec.check_config,
+        "on_success_message": spec.on_success_message,
+        "on_failure_message": spec.on_failure_message,
+        "on_complete": spec.on_complete,
+        "workflow_id": str(spec.workflow_id) if spec.workflow_id else None,
+        "interval_seconds": spec.interval_seconds,
+        "max_attempts": spec.max_attempts,
+        "backoff": spec.backoff,
+        "max_interval_seconds": spec.max_interval_seconds,
+    }

@@ -45,6 +45,11 @@ STATUS_BY_CODE: dict[str, int] = {
     "method_not_allowed": 405,
     "too_large": 413,
     "invalid": 422,
+    # The rules a JSON Schema cannot state (see circleback.core.rulebook).
+    "oversized": 422,
+    "unstorable_text": 422,
+    "conflict": 422,
+    "address_refused": 422,
     "limit_exceeded": 429,
     "store": 503,
 }

@@ -9,8 +9,10 @@ orchestrator injects — and always answers a JSON-able object:
 
 It never raises for bad input. The order of checks is: the tool name
 (``unknown_tool``), the context and its ``permission`` (``forbidden`` unless
-``admin``), the caller ids in the context, then the arguments (``invalid``,
-naming the field). Nothing is written unless every check passed.
+``admin``), the caller ids in the context, then the arguments against the
+rulebook (:mod:`circleback.core.rulebook`: ``invalid`` or one of the codes of
+the rules a schema cannot state, naming the field). Nothing is written unless
+every check passed.
 
 The caller is taken from the context only. The caller keys (``user_id``,
 ``platform``, ``platform_channel_id``, ``platform_thread_id``,
@@ -25,17 +27,19 @@ from __future__ import annotations
 
 import copy
 import logging
-import re
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ..core import rulebook as verbs
 from ..core.errors import CirclebackError, PermissionDenied, UnknownTool, ValidationError
 from ..core.models import Caller, Job, JobStatus
 from ..core.registry import PluginRegistry
 from ..core.rendering import render_result, wrap_untrusted
+from ..core.rulebook import CONTEXT_FIELDS
+from ..core.schema_errors import describe_kind, field_name
 from ..core.settings import Limits, Settings
-from ..core.validation import CALLER_FIELDS, require_number, validate_caller
+from ..core.validation import validate_caller
 from ..engine.scheduler import Scheduler
 from .manifest import (
     ADD_JOB,
@@ -44,7 +48,6 @@ from .manifest import (
     LIST_JOBS,
     REQUIRED_PERMISSION,
     TOOL_NAMES,
-    UUID_PATTERN,
     build_manifest,
 )
 
@@ -55,50 +58,7 @@ __all__ = ["CONTEXT_FIELDS", "SchedulerTools", "UnknownTool", "job_view"]
 
 logger = logging.getLogger("circleback.tools")
 
-#: What the orchestrator puts in the context; none of it is accepted as an argument.
-CONTEXT_FIELDS = frozenset(CALLER_FIELDS | {"permission"})
-
-_UUID = re.compile(UUID_PATTERN.strip("^$"))
-_MAX_FIELD_CHARS = 80
-
-Arguments = dict[str, Any]
-Handler = Callable[[Caller, Arguments], Awaitable[dict[str, Any]]]
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list | tuple):
-        return "a list"
-    if isinstance(value, Mapping):
-        return "an object"
-    return type(value).__name__
-
-
-def _field_name(key: str) -> str:
-    """A key as it may appear in an error: printable, and cut when absurdly long."""
-    shown = key if key.isprintable() else repr(key)[1:-1]
-    if len(shown) > _MAX_FIELD_CHARS:
-        shown = shown[:_MAX_FIELD_CHARS] + "…"
-    return shown
-
-
-def _uuid_argument(value: Any, field: str) -> uuid.UUID:
-    if not isinstance(value, str):
-        raise ValidationError(field, f"must be a UUID string, not {_kind(value)}")
-    if len(value) != 36 or not _UUID.fullmatch(value):
-        raise ValidationError(
-            field, "must be a UUID in the form 0b9e4a52-7d3c-4f1a-8e26-5c4b3a2d1e0f"
-        )
-    return uuid.UUID(value)
+Handler = Callable[[Caller, Any], Awaitable[dict[str, Any]]]
 
 
 def job_view(job: Job, limits: Limits) -> dict[str, Any]:
@@ -154,9 +114,9 @@ class SchedulerTools:
         self, *, scheduler: Scheduler, plugins: PluginRegistry, settings: Settings
     ) -> None:
         self._scheduler = scheduler
+        self._rules = scheduler.rulebook
         self._limits = settings.limits
-        self._manifest = build_manifest(plugins, settings)
-        self._parameters = {tool["name"]: tool["parameters"] for tool in self._manifest["tools"]}
+        self._manifest = build_manifest(plugins, settings, self._rules)
         self._handlers: dict[str, Handler] = {
             ADD_JOB: self._add_job,
             LIST_JOBS: self._list_jobs,
@@ -186,11 +146,10 @@ class SchedulerTools:
         try:
             if not isinstance(tool, str) or tool not in self._handlers:
                 known = ", ".join(TOOL_NAMES)
-                shown = _field_name(tool) if isinstance(tool, str) else _kind(tool)
+                shown = field_name(tool) if isinstance(tool, str) else describe_kind(tool)
                 raise UnknownTool(f"unknown tool {shown!r}; the tools are {known}")
             caller = self._caller(tool, context)
-            checked = self._arguments(tool, arguments)
-            result = await self._handlers[tool](caller, checked)
+            result = await self._handlers[tool](caller, {} if arguments is None else arguments)
         except CirclebackError as exc:
             return _error(exc)
         except Exception:
@@ -213,7 +172,7 @@ class SchedulerTools:
         if context is None:
             raise ValidationError("context", "is required: the orchestrator passes the caller")
         if not isinstance(context, Mapping):
-            raise ValidationError("context", f"must be an object, not {_kind(context)}")
+            raise ValidationError("context", f"must be an object, not {describe_kind(context)}")
         if context.get("permission") != REQUIRED_PERMISSION:
             raise PermissionDenied(
                 f"{tool} requires the {REQUIRED_PERMISSION!r} permission, which this caller "
@@ -231,63 +190,21 @@ class SchedulerTools:
         )
         return validate_caller(caller)
 
-    def _arguments(self, tool: str, arguments: Any) -> Arguments:
-        """Refuse unknown and context keys, insist on required ones, drop optional nulls."""
-        if arguments is None:
-            arguments = {}
-        if not isinstance(arguments, Mapping):
-            raise ValidationError("arguments", f"must be an object, not {_kind(arguments)}")
-        schema = self._parameters[tool]
-        allowed: dict[str, Any] = schema["properties"]
-        required: list[str] = schema["required"]
-        checked: Arguments = {}
-        for key, value in arguments.items():
-            if not isinstance(key, str):
-                raise ValidationError("arguments", "keys must be strings")
-            if key in CONTEXT_FIELDS:
-                raise ValidationError(
-                    key, "is set from the caller's context and cannot be given as an argument"
-                )
-            if not key:
-                raise ValidationError("arguments", "an argument name must not be empty")
-            if key not in allowed:
-                raise ValidationError(
-                    _field_name(key),
-                    f"is not an argument of {tool}; it takes {', '.join(allowed)}",
-                )
-            if value is None and key not in required:
-                continue
-            checked[key] = value
-        for key in required:
-            if key not in checked:
-                raise ValidationError(key, "is required")
-        return checked
-
     # -- the tools ---------------------------------------------------------------------------
 
-    async def _add_job(self, caller: Caller, arguments: Arguments) -> dict[str, Any]:
-        if "workflow_id" in arguments:
-            _uuid_argument(arguments["workflow_id"], "workflow_id")
+    async def _add_job(self, caller: Caller, arguments: Any) -> dict[str, Any]:
         job = await self._scheduler.add_job(caller, arguments)
         return {"job": job_view(job, self._limits)}
 
-    async def _list_jobs(self, caller: Caller, arguments: Arguments) -> dict[str, Any]:
-        status = arguments.get("status_filter")
-        if status is not None:
-            known = [member.value for member in JobStatus]
-            if not isinstance(status, str) or status not in known:
-                raise ValidationError("status_filter", f"must be one of {', '.join(known)}")
-        workflow = arguments.get("workflow_id")
-        if workflow is not None:
-            workflow = _uuid_argument(workflow, "workflow_id")
-        most = self._limits.max_list_results
-        limit = int(
-            require_number(
-                arguments.get("limit", most), "limit", integer=True, minimum=1, maximum=most
-            )
-        )
+    async def _list_jobs(self, caller: Caller, arguments: Any) -> dict[str, Any]:
+        checked = self._rules.arguments(verbs.LIST_JOBS, arguments)
+        workflow = checked.get("workflow_id")
+        limit: int = checked.get("limit", self._limits.max_list_results)
         found = await self._scheduler.list_jobs(
-            caller, status=status, workflow_id=workflow, limit=limit
+            caller,
+            status=checked.get("status_filter"),
+            workflow_id=uuid.UUID(workflow) if workflow is not None else None,
+            limit=limit,
         )
         return {
             "jobs": [job_view(job, self._limits) for job in found],
@@ -295,13 +212,14 @@ class SchedulerTools:
             "limit": limit,
         }
 
-    async def _cancel_job(self, caller: Caller, arguments: Arguments) -> dict[str, Any]:
-        job_id = _uuid_argument(arguments["job_id"], "job_id")
-        job = await self._scheduler.cancel_job(caller, job_id)
+    async def _cancel_job(self, caller: Caller, arguments: Any) -> dict[str, Any]:
+        checked = self._rules.arguments(verbs.CANCEL_JOB, arguments)
+        job = await self._scheduler.cancel_job(caller, uuid.UUID(checked["job_id"]))
         return {"job": job_view(job, self._limits)}
 
-    async def _cancel_workflow(self, caller: Caller, arguments: Arguments) -> dict[str, Any]:
-        workflow_id = _uuid_argument(arguments["workflow_id"], "workflow_id")
+    async def _cancel_workflow(self, caller: Caller, arguments: Any) -> dict[str, Any]:
+        checked = self._rules.arguments(verbs.CANCEL_WORKFLOW, arguments)
+        workflow_id = uuid.UUID(checked["workflow_id"])
         cancelled = await self._scheduler.cancel_workflow(caller, workflow_id)
         return {
             "workflow_id": str(workflow_id),

@@ -1,12 +1,11 @@
 """The module manifest: what an agent platform shows its LLM about the scheduler tools.
 
-The manifest is built from a running engine's plugins and limits, so the job
-types, the completion modes, the ``check_config`` shape of every job type and
-the bounds of every number are exactly the ones the engine accepts. Each tool
-carries a JSON Schema (draft 2020-12) for its arguments, a description with
-worked examples, and ``required_permission``.
+Each tool carries the JSON Schema (draft 2020-12) of its arguments, taken from
+the engine's :class:`~circleback.core.rulebook.Rulebook` (the very schema its
+calls are checked against), a description with worked examples, and
+``required_permission``.
 
-Conventions every schema follows (and :mod:`circleback.tools.execute` enforces):
+Conventions every schema follows:
 
 - no argument outside the schema is accepted (``additionalProperties: false``);
   in particular the caller's ``user_id``, ``platform``, ``platform_channel_id``,
@@ -21,10 +20,11 @@ import json
 from collections.abc import Mapping
 from typing import Any, Final
 
-from ..core.models import JobStatus
+from ..core import rulebook as verbs
 from ..core.registry import PluginRegistry
-from ..core.settings import Limits, Settings
-from ..core.validation import _MAX_BACKOFF
+from ..core.rulebook import Rulebook
+from ..core.schema import JSON_SCHEMA_DIALECT, UUID_PATTERN
+from ..core.settings import Settings
 
 __all__ = [
     "ADD_JOB",
@@ -36,6 +36,7 @@ __all__ = [
     "REQUIRED_PERMISSION",
     "TOOL_NAMES",
     "UUID_PATTERN",
+    "VERB_OF",
     "build_manifest",
 ]
 
@@ -43,20 +44,14 @@ __all__ = [
 MODULE_NAME: Final = "scheduler"
 #: Every scheduler tool requires this permission of the caller.
 REQUIRED_PERMISSION: Final = "admin"
-#: The JSON Schema dialect of every ``parameters`` object.
-JSON_SCHEMA_DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
-
-ADD_JOB: Final = "scheduler.add_job"
-LIST_JOBS: Final = "scheduler.list_jobs"
-CANCEL_JOB: Final = "scheduler.cancel_job"
-CANCEL_WORKFLOW: Final = "scheduler.cancel_workflow"
+ADD_JOB: Final = f"{MODULE_NAME}.{verbs.ADD_JOB}"
+LIST_JOBS: Final = f"{MODULE_NAME}.{verbs.LIST_JOBS}"
+CANCEL_JOB: Final = f"{MODULE_NAME}.{verbs.CANCEL_JOB}"
+CANCEL_WORKFLOW: Final = f"{MODULE_NAME}.{verbs.CANCEL_WORKFLOW}"
 #: The tools, in the order the manifest lists them.
 TOOL_NAMES: Final = (ADD_JOB, LIST_JOBS, CANCEL_JOB, CANCEL_WORKFLOW)
-
-#: A UUID in its canonical 8-4-4-4-12 hexadecimal form, the only form the tools take.
-UUID_PATTERN: Final = (
-    "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
-)
+#: The rulebook's verb behind each tool.
+VERB_OF: Final[Mapping[str, str]] = dict(zip(TOOL_NAMES, verbs.VERBS, strict=True))
 _EXAMPLE_WORKFLOW = "6f1c2b1e-8a4d-4c2b-9a51-3d0e7c9b2f10"
 _EXAMPLE_JOB = "0b9e4a52-7d3c-4f1a-8e26-5c4b3a2d1e0f"
 
@@ -112,173 +107,11 @@ _CHECK_CONFIG_EXAMPLES: Final[Mapping[str, tuple[str, dict[str, Any], dict[str, 
 }
 
 
-def _optional(schema: dict[str, Any]) -> dict[str, Any]:
-    """``schema`` that also takes ``null`` (meaning: not given)."""
-    result = dict(schema)
-    kind = result.get("type")
-    if isinstance(kind, str):
-        result["type"] = [kind, "null"]
-    if "enum" in result:
-        result["enum"] = [*result["enum"], None]
-    return result
-
-
-def _text(max_chars: int, description: str) -> dict[str, Any]:
-    return {
-        "type": "string",
-        "minLength": 1,
-        "maxLength": max_chars,
-        # At least one character that is not white space.
-        "pattern": "\\S",
-        "description": description,
-    }
-
-
-def _uuid(description: str) -> dict[str, Any]:
-    return {"type": "string", "format": "uuid", "pattern": UUID_PATTERN,
-            "description": description}
-
-
-def _object(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
-    return {
-        "$schema": JSON_SCHEMA_DIALECT,
-        "type": "object",
-        "properties": properties,
-        "required": required,
-        "additionalProperties": False,
-    }
-
-
-def _add_job_schema(plugins: PluginRegistry, limits: Limits) -> dict[str, Any]:
-    job_types = sorted(plugins.checkers)
-    modes = sorted(plugins.notifiers)
-    per_type = "; ".join(
-        f"{name}: {plugins.checkers[name].description or 'see the schema'}" for name in job_types
-    )
-    per_mode = "; ".join(
-        f"{name}: {plugins.notifiers[name].description or name}" for name in modes
-    )
-    properties: dict[str, Any] = {
-        "job_type": {
-            "type": "string",
-            "enum": job_types,
-            "description": f"What to watch. {per_type}",
-        },
-        "check_config": {
-            "type": "object",
-            "description": (
-                "The condition's settings; their shape depends on job_type (see the "
-                f"conditional schemas below). At most {limits.max_check_config_bytes} bytes "
-                "as JSON."
-            ),
-        },
-        "on_success_message": _text(
-            limits.max_message_chars,
-            "Sent when the condition is met. {result} is replaced by the check's result "
-            "(as text, shortened), {job_id} and {workflow_id} by the ids; no other "
-            "placeholders exist. Must not contain NUL characters.",
-        ),
-        "on_failure_message": _optional(
-            _text(
-                limits.max_message_chars,
-                "Sent when the job gives up (max_attempts checks without success). "
-                "Same placeholders as on_success_message. Default: a message naming the "
-                "job and its last error.",
-            )
-        ),
-        "on_complete": _optional(
-            {
-                "type": "string",
-                "enum": modes,
-                "default": "notify",
-                "description": f"What to do with the message. {per_mode}",
-            }
-        ),
-        "workflow_id": _optional(
-            _uuid(
-                "Groups related jobs (a plain UUID you choose), so that list_jobs and "
-                "cancel_workflow can act on them together."
-            )
-        ),
-        "interval_seconds": _optional(
-            {
-                "type": "number",
-                "minimum": limits.min_interval_seconds,
-                "maximum": limits.max_interval_seconds,
-                "default": 30,
-                "description": "Seconds between checks of a poll (the first check is "
-                "immediate).",
-            }
-        ),
-        "max_attempts": _optional(
-            {
-                "type": "integer",
-                "minimum": 1,
-                "maximum": limits.max_attempts,
-                "default": 120,
-                "description": "Checks before the job gives up and fails (120 checks at 30 s "
-                "is about an hour).",
-            }
-        ),
-        "backoff": _optional(
-            {
-                "type": "number",
-                "minimum": 1,
-                "maximum": _MAX_BACKOFF,
-                "default": 1,
-                "description": "Multiply the interval by this after every unmet check "
-                "(1: a fixed interval).",
-            }
-        ),
-        "max_interval_seconds": _optional(
-            {
-                "type": "number",
-                "minimum": limits.min_interval_seconds,
-                "maximum": limits.max_interval_seconds,
-                "description": "Upper bound of the backed-off interval; at least "
-                "interval_seconds.",
-            }
-        ),
-    }
-    schema = _object(properties, ["job_type", "check_config", "on_success_message"])
-    schema["allOf"] = [
-        {
-            "if": {"properties": {"job_type": {"const": name}}, "required": ["job_type"]},
-            "then": {"properties": {"check_config": plugins.checkers[name].config_schema()}},
-        }
-        for name in job_types
-    ]
-    return schema
-
-
-def _list_jobs_schema(limits: Limits) -> dict[str, Any]:
-    return _object(
-        {
-            "status_filter": _optional(
-                {
-                    "type": "string",
-                    "enum": [status.value for status in JobStatus],
-                    "description": "Only jobs in this state; all of them when not given.",
-                }
-            ),
-            "workflow_id": _optional(_uuid("Only the jobs of this workflow.")),
-            "limit": _optional(
-                {
-                    "type": "integer",
-                    "minimum": 1,
-                    "maximum": limits.max_list_results,
-                    "default": limits.max_list_results,
-                    "description": "At most this many jobs, newest first.",
-                }
-            ),
-        },
-        [],
-    )
-
-
-def _examples(plugins: PluginRegistry) -> dict[str, list[dict[str, Any]]]:
+def _examples(plugins: PluginRegistry, settings: Settings) -> dict[str, list[dict[str, Any]]]:
     add_examples = []
     for job_type, (summary, config, extra) in _CHECK_CONFIG_EXAMPLES.items():
+        if "module" in config and config["module"] not in settings.modules:
+            continue  # an example the engine would refuse teaches the wrong thing
         if job_type in plugins.checkers:
             arguments = {"job_type": job_type, "check_config": config, **extra}
             if arguments.get("on_complete", "notify") in plugins.notifiers:
@@ -336,27 +169,18 @@ def _describe(tool: str, examples: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def build_manifest(plugins: PluginRegistry, settings: Settings) -> dict[str, Any]:
+def build_manifest(
+    plugins: PluginRegistry, settings: Settings, rulebook: Rulebook | None = None
+) -> dict[str, Any]:
     """The manifest for an engine with these plugins and settings (plain JSON data).
 
     ``{"name", "description", "tools": [{"name", "description", "parameters",
-    "required_permission", "examples"}]}``, where ``parameters`` is a JSON Schema
-    (draft 2020-12) and each example is ``{"summary", "arguments"}``.
+    "required_permission", "examples"}]}``, where ``parameters`` is the
+    rulebook's JSON Schema (draft 2020-12) of the tool's arguments and each
+    example is ``{"summary", "arguments"}``.
     """
-    limits = settings.limits
-    schemas = {
-        ADD_JOB: _add_job_schema(plugins, limits),
-        LIST_JOBS: _list_jobs_schema(limits),
-        CANCEL_JOB: _object(
-            {"job_id": _uuid("The id of the job, as add_job or list_jobs answered it.")},
-            ["job_id"],
-        ),
-        CANCEL_WORKFLOW: _object(
-            {"workflow_id": _uuid("The workflow_id the jobs were added with.")},
-            ["workflow_id"],
-        ),
-    }
-    examples = _examples(plugins)
+    rules = rulebook if rulebook is not None else Rulebook(plugins, settings)
+    examples = _examples(plugins, settings)
     return {
         "name": MODULE_NAME,
         "description": MODULE_DESCRIPTION,
@@ -364,7 +188,7 @@ def build_manifest(plugins: PluginRegistry, settings: Settings) -> dict[str, Any
             {
                 "name": tool,
                 "description": _describe(tool, examples[tool]),
-                "parameters": schemas[tool],
+                "parameters": rules.schema(VERB_OF[tool]),
                 "required_permission": REQUIRED_PERMISSION,
                 "examples": examples[tool],
             }
