@@ -185,3 +185,13 @@ async def test_without_a_token_the_app_needs_none(settings: Settings, caller: Ca
             manifest = await client.get("/manifest")
     assert response.status_code == 200 and response.json()["result"]["count"] == 0
     assert manifest.status_code == 200 and manifest.json()["name"] == "scheduler"
+
+
+async def test_the_bearer_scheme_is_matched_in_any_case(service: Service) -> None:
+    # RFC 9110 §11.1: the scheme is case-insensitive; one or more spaces follow it.
+    for given in (f"bearer {TOKEN}", f"BEARER {TOKEN}", f"Bearer   {TOKEN}", f"bEaReR {TOKEN}"):
+        response = await service.client.get("/manifest", headers={"Authorization": given})
+        assert response.status_code == 200, given
+    for wrong in (f"Bearer{TOKEN}", f"Bearer {TOKEN.upper()}", f"Basic {TOKEN}"):
+        response = await service.client.get("/manifest", headers={"Authorization": wrong})
+        assert response.status_code == 401, wrong

@@ -62,7 +62,7 @@ from ..net.netguard import AddressRefused, NetworkPolicy, parse_http_url
 
 if TYPE_CHECKING:
     from ..core.settings import HttpTuning
-    from ..net.guarded_client import GuardedClient, Response
+    from ..net.guarded_client import GuardedClient
 
 __all__ = ["MAX_REDIRECTS", "METHODS", "PollUrlChecker"]
 
@@ -88,29 +88,45 @@ _MAX_JSON_RESULT_CHARS = 8_000
 #: Otherwise the result keeps this much of the body as text.
 _EXCERPT_CHARS = 1_000
 _NOT_JSON: Final = object()
+#: The charsets a text body is decoded from, by the names servers give them.
+_TEXT_CHARSETS: Final = {
+    "utf-8": "utf-8", "utf8": "utf-8", "us-ascii": "ascii", "ascii": "ascii",
+    "iso-8859-1": "latin-1", "latin1": "latin-1", "latin-1": "latin-1",
+    "iso-8859-15": "iso8859-15", "windows-1252": "cp1252", "cp1252": "cp1252",
+    "utf-16": "utf-16", "utf-16le": "utf-16-le", "utf-16be": "utf-16-be",
+}
 
 
 # -- reading answers ---------------------------------------------------------------------------
 
 
-def _text(content: bytes, response: Response) -> str:
+def _excerpt(content: bytes, charset: str | None) -> str:
+    """The start of a text body, decoded: only the excerpt, only with a charset we know.
+
+    A server names the charset, so only a short list is decoded (others could
+    take minutes over a large body, or raise); the rest is shown as escaped bytes.
+    """
+    codec = _TEXT_CHARSETS.get((charset or "utf-8").strip().lower())
+    head = content[: _EXCERPT_CHARS * 4]  # enough bytes for the excerpt in any of them
+    text = head.decode(codec, errors="replace") if codec else head.decode(
+        "ascii", errors="backslashreplace")
+    if len(text) <= _EXCERPT_CHARS and len(head) == len(content):
+        return text
+    return text[:_EXCERPT_CHARS] + "…"
+
+
+def _parse_json(content: bytes) -> Any:
+    """The JSON body, read as UTF-8 (RFC 8259 §8.1) whatever charset the server names."""
     try:
-        return content.decode(response.charset or "utf-8", errors="replace")
-    except LookupError:
-        return content.decode("utf-8", errors="replace")
-
-
-def _parse_json(text: str) -> Any:
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return _NOT_JSON
     if not text.strip():
         return _NOT_JSON
     try:
         return json.loads(text)
     except (ValueError, RecursionError):
         return _NOT_JSON
-
-
-def _excerpt(text: str) -> str:
-    return text if len(text) <= _EXCERPT_CHARS else text[:_EXCERPT_CHARS] + "…"
 
 
 @attrs.frozen(kw_only=True)
@@ -349,7 +365,6 @@ class PollUrlChecker(Checker):
                 following = None if response.status in expected else response.redirect_target()
                 if following is None:
                     body, truncated = await response.read_capped(limit)
-                    text = _text(body, response)
                     return _Answer(
                         url=str(url),
                         status=response.status,
@@ -357,8 +372,8 @@ class PollUrlChecker(Checker):
                         content=body,
                         truncated=truncated,
                         encoding=response.content_encoding,
-                        text=text,
-                        parsed=_NOT_JSON if truncated else _parse_json(text),
+                        text=_excerpt(body, response.charset),
+                        parsed=_NOT_JSON if truncated else _parse_json(body),
                     )
                 method, headers, content = redirect_request(response, following, headers, content)
             url = following
@@ -409,7 +424,7 @@ def _result_body(answer: _Answer) -> Any:
         compact = json.dumps(answer.parsed, separators=(",", ":"), ensure_ascii=False)
         if len(compact) <= _MAX_JSON_RESULT_CHARS:
             return answer.parsed
-    return _excerpt(answer.text)
+    return answer.text
 
 
 @hookimpl

@@ -89,7 +89,7 @@ def lookup(data: Any, path: str) -> Any:
                 raise FieldMissing(f"{where} has no key {part!r}")
             current = current[part]
         elif isinstance(current, Sequence) and not isinstance(current, str | bytes):
-            if not _INDEX.match(part):
+            if not _INDEX.fullmatch(part):
                 raise FieldMissing(f"{where} is a list, and {part!r} is not an index")
             index = int(part)
             if not -len(current) <= index < len(current):

@@ -31,6 +31,18 @@ DEFAULT_RESULT_LIMIT = 2000
 _PLACEHOLDER = re.compile(r"\{(result|job_id|workflow_id)\}")
 _UNTRUSTED_OPEN = "<untrusted-data source=\"checked system\">"
 _UNTRUSTED_CLOSE = "</untrusted-data>"
+#: An untrusted-data tag, opening or closing, in text folded by :func:`fold_for_markers`.
+_MARKER = re.compile(r"<[\W_]{0,8}untrusted[\W_]{0,8}data")
+#: Marks and format characters: a reader does not see them between letters.
+_INVISIBLE_CATEGORIES = frozenset({"Mn", "Me", "Cf"})
+#: Unicode's Default_Ignorable_Code_Point ranges (DerivedCoreProperties.txt).
+_DEFAULT_IGNORABLE = (
+    (0x00AD, 0x00AD), (0x034F, 0x034F), (0x061C, 0x061C), (0x115F, 0x1160),
+    (0x17B4, 0x17B5), (0x180B, 0x180F), (0x200B, 0x200F), (0x202A, 0x202E),
+    (0x2060, 0x206F), (0x3164, 0x3164), (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF),
+    (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8), (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A),
+    (0xE0000, 0xE0FFF),
+)
 _KEEP_CONTROLS = frozenset("\n\t")
 #: Room beyond the template and one result for ids and the untrusted-data markers.
 MESSAGE_SLACK_CHARS = 256
@@ -142,9 +154,54 @@ class _Budget:
 
 
 def wrap_untrusted(text: str) -> str:
-    """Mark ``text`` as data from a checked system so an LLM does not take it as instructions."""
-    inner = text.replace(_UNTRUSTED_CLOSE, "</untrusted_data>")
-    return f"{_UNTRUSTED_OPEN}{inner}{_UNTRUSTED_CLOSE}"
+    """Mark ``text`` as data from a checked system so an LLM does not take it as instructions.
+
+    The data cannot close the marking early nor open one of its own: every
+    spelling of the tag in it (any case, spaces, ``_`` for ``-``, compatibility
+    forms such as the full-width less-than sign, zero-width characters inside) has its
+    ``<`` replaced by U+2039 (single left-pointing angle quotation mark).
+    """
+    return f"{_UNTRUSTED_OPEN}{defuse_markers(text)}{_UNTRUSTED_CLOSE}"
+
+
+def fold_for_markers(text: str) -> tuple[str, list[int]]:
+    """``text`` as a reader sees it, for finding tags, and where each folded character came from.
+
+    Each character is decomposed (NFKD: compatibility forms become plain ones)
+    and case-folded; marks, format characters and the other invisible code
+    points are dropped.
+    """
+    folded: list[str] = []
+    origins: list[int] = []
+    for index, char in enumerate(text):
+        for piece in unicodedata.normalize("NFKD", char).casefold():
+            if piece.isascii() or not _is_invisible(piece):
+                folded.append(piece)
+                origins.append(index)
+    return "".join(folded), origins
+
+
+def _is_invisible(char: str) -> bool:
+    code = ord(char)
+    return unicodedata.category(char) in _INVISIBLE_CATEGORIES or any(
+        low <= code <= high for low, high in _DEFAULT_IGNORABLE)
+
+
+def defuse_markers(text: str) -> str:
+    """``text`` with the ``<`` of every spelling of an untrusted-data tag made a U+2039."""
+    if text.isascii():  # the common case: nothing to fold, indices stay
+        folded, origins = text.lower(), None
+    else:
+        folded, origins = fold_for_markers(text)
+    starts = {
+        index if origins is None else origins[index]
+        for match in _MARKER.finditer(folded)
+        for index in range(match.start(), match.end())
+        if folded[index] == "<"
+    }
+    if not starts:
+        return text
+    return "".join("\u2039" if index in starts else char for index, char in enumerate(text))
 
 
 def render_message(

@@ -20,19 +20,22 @@ when the job is written).
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
+import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Final
 
 from jsonschema import Draft202012Validator, validators
+from jsonschema.exceptions import ValidationError as SchemaError
 
 from .abc import ValidationContext
 from .errors import ConflictingValues, Oversized, UnstorableText, ValidationError
 from .models import JobSpec, JobStatus
 from .registry import PluginRegistry
-from .schema import JSON_SCHEMA_DIALECT, object_of, optional, text, uuid_string
+from .schema import JSON_SCHEMA_DIALECT, object_of, optional, python_pattern, text, uuid_string
 from .schema_errors import describe_kind, field_name, to_validation_error
 from .settings import Limits, Settings
 from .storable import is_storable_json
@@ -69,9 +72,23 @@ def _is_finite_number(checker: object, value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-#: Draft 2020-12, with "number" finite as JSON numbers are.
+@functools.lru_cache(maxsize=256)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(python_pattern(pattern))
+
+
+def _ecma_pattern(
+    validator: Any, pattern: str, instance: Any, schema: Mapping[str, Any]
+) -> Iterator[SchemaError]:
+    """The ``pattern`` keyword with ECMA-262's ``$`` (the end of the text, nothing before it)."""
+    if validator.is_type(instance, "string") and not _compiled(pattern).search(instance):
+        yield SchemaError(f"{instance!r} does not match {pattern!r}")
+
+
+#: Draft 2020-12, with "number" finite as JSON numbers are and patterns read as ECMA-262.
 _Validator = validators.extend(  # type: ignore[no-untyped-call]
     Draft202012Validator,
+    validators={"pattern": _ecma_pattern},
     type_checker=Draft202012Validator.TYPE_CHECKER.redefine("number", _is_finite_number),
 )
 

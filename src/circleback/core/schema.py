@@ -26,6 +26,7 @@ __all__ = [
     "object_of",
     "one_or_many",
     "optional",
+    "python_pattern",
     "text",
     "uuid_string",
 ]
@@ -129,3 +130,29 @@ def needs(key: str, *others: str) -> dict[str, Any]:
     """
     return {"if": {"required": [key]},
             "then": {"required": list(others), ERROR_MESSAGE: f"is required with {key}"}}
+
+
+def python_pattern(pattern: str) -> str:
+    """A JSON Schema ``pattern`` (ECMA-262) as a Python regular expression that means the same.
+
+    The one difference that matters for our patterns: ECMA's ``$`` matches only
+    at the end of the text, Python's also before a final newline (so
+    ``"X-Name\\n"`` would pass ``^[A-Za-z-]+$``). Each ``$`` outside a character
+    class becomes ``\\Z``.
+    """
+    out: list[str] = []
+    in_class = escaped = False
+    for char in pattern:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+        elif char == "$":
+            out.append("\\Z")
+            continue
+        out.append(char)
+    return "".join(out)

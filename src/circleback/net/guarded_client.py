@@ -54,6 +54,7 @@ from .httpclient import body_decoder, ssl_context
 from .netguard import NetworkPolicy
 
 __all__ = [
+    "IDEMPOTENT_METHODS",
     "ConnectTimedOut",
     "GuardedClient",
     "HttpFailure",
@@ -65,6 +66,12 @@ __all__ = [
 ]
 
 _USER_AGENT: Final = b"circleback"
+#: Sent with every request unless the request gives its own.
+_DEFAULT_HEADERS: Final = ((b"user-agent", _USER_AGENT), (b"accept", b"*/*"),
+                           (b"accept-encoding", b"identity"))
+#: Methods a client may send again when a kept-alive connection turns out closed
+#: (RFC 9110 §9.2.2); a POST or PATCH is never sent twice for one request.
+IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 #: Seconds an idle connection is kept for reuse.
 KEEPALIVE_SECONDS: Final = 5.0
 _READ_SIZE: Final = 65_536
@@ -276,6 +283,12 @@ class GuardedClient:
             try:
                 answer = await self._exchange(connection, data, bodiless)
             except _Stale:
+                if method not in IDEMPOTENT_METHODS:
+                    # The server may have read it and acted: sending it again could act twice.
+                    raise HttpFailure(
+                        "the server closed the kept-alive connection without answering; a "
+                        f"{method} is not sent again by itself"
+                    ) from None
                 await self._discard(connection)
                 connection = await self._open(key, url)
                 answer = await self._exchange(connection, data, bodiless)
@@ -480,13 +493,10 @@ def _key(url: httpx.URL) -> _Key:
 def _request_headers(
     url: httpx.URL, headers: Mapping[str, str], content: bytes | None
 ) -> list[tuple[bytes, bytes]]:
-    head: list[tuple[bytes, bytes]] = [
-        (b"host", url.netloc),
-        (b"user-agent", _USER_AGENT),
-        (b"accept", b"*/*"),
-        (b"accept-encoding", b"identity"),
-    ]
     given = {name.lower() for name in headers}
+    head: list[tuple[bytes, bytes]] = [(b"host", url.netloc)]
+    # The request's own User-Agent or Accept replaces the default (one line each).
+    head += [(name, value) for name, value in _DEFAULT_HEADERS if name.decode() not in given]
     if (url.username or url.password) and "authorization" not in given:
         token = base64.b64encode(f"{url.username}:{url.password}".encode()).decode("ascii")
         head.append((b"authorization", f"Basic {token}".encode("ascii")))

@@ -152,9 +152,9 @@ def _parse_numeric_ipv4(host: str) -> ipaddress.IPv4Address | None:
     parts = host.split(".")
     if parts and parts[-1] == "" and len(parts) > 1:
         parts = parts[:-1]  # one trailing dot is allowed: "127.0.0.1."
-    if not parts or not _NUMERIC_PART.match(parts[-1]):
+    if not parts or not _NUMERIC_PART.fullmatch(parts[-1]):
         return None
-    if len(parts) > 4 or not all(_NUMERIC_PART.match(part) for part in parts):
+    if len(parts) > 4 or not all(_NUMERIC_PART.fullmatch(part) for part in parts):
         raise ValueError(f"{host!r} is neither a host name nor a valid IPv4 address")
     values = [_numeric_value(part) for part in parts]
     *head, last = values
@@ -304,7 +304,7 @@ class NetworkPolicy:
                 networks.append(ipaddress.ip_network(literal))
                 continue
             name = _normalise_name(text)
-            if "/" in text or not _HOST_PATTERN.match(name):
+            if "/" in text or not _HOST_PATTERN.fullmatch(name):
                 raise ConfigurationError(
                     f"allow_networks entry {entry!r} is neither a host name nor an "
                     "address or CIDR range"

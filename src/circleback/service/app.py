@@ -143,13 +143,15 @@ def create_app(
     max_body_bytes: int = MAX_BODY_BYTES,
 ) -> Starlette:
     """The ASGI app serving ``tools``; ``health`` answers ``/health``."""
-    expected = f"Bearer {api_token}".encode() if api_token else None
+    expected = api_token.encode() if api_token else None
 
     def unauthorized(request: Request) -> Response | None:
         if expected is None:
             return None
-        given = request.headers.get("authorization", "").encode("utf-8", "replace")
-        if hmac.compare_digest(given, expected):
+        # The scheme is case-insensitive and may be followed by several spaces (RFC 9110 §11).
+        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+        given = credentials.lstrip(" ").encode("utf-8", "replace")
+        if scheme.lower() == "bearer" and hmac.compare_digest(given, expected):
             return None
         response = _error("unauthorized", "a valid 'Authorization: Bearer <token>' is required")
         response.headers["WWW-Authenticate"] = 'Bearer realm="circleback"'
