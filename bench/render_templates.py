@@ -16,7 +16,7 @@ import statistics
 import time
 from typing import Any
 
-from circleback import render_message
+from circleback.core.rendering import render_message
 
 TEMPLATES = [
     "done: {result}",

@@ -21,15 +21,15 @@ from circleback import (
     Caller,
     Checker,
     CheckOutcome,
-    DeliveryStatus,
     Job,
     JobStatus,
     Runtime,
     Settings,
-    Store,
     ValidationContext,
     hookimpl,
 )
+from circleback.core.models import DeliveryStatus
+from circleback.store.store import Store
 from circleback.testing import RecordingNotifier
 
 TRIALS = 200

@@ -19,8 +19,9 @@ import anyio
 import pytest
 
 import circleback
-from circleback import Caller, EngineTuning, JobStatus, ManualClock, Settings, Store
-from circleback.testing import TestingPlugin
+from circleback import Caller, EngineTuning, JobStatus, Settings
+from circleback.store.store import Store
+from circleback.testing import ManualClock, TestingPlugin
 
 POLL: dict[str, Any] = {"job_type": "scripted", "check_config": {}, "on_success_message": "ok",
                         "on_complete": "record", "interval_seconds": 5}

@@ -11,9 +11,10 @@ import anyio
 import pytest
 
 import circleback
-from circleback import Caller, CheckOutcome, DeliveryStatus, JobStatus, ManualClock, Settings
+from circleback import Caller, CheckOutcome, JobStatus, Settings
+from circleback.core.models import DeliveryStatus
 from circleback.notifiers.notify import NotifyNotifier
-from circleback.testing import TestingPlugin
+from circleback.testing import ManualClock, TestingPlugin
 
 
 async def test_delay_job_fires_once_and_notifies_on_stdout(

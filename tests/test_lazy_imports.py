@@ -26,7 +26,8 @@ import httpx
 import pytest
 
 import circleback
-from circleback import Caller, CheckOutcome, CheckStatus, JobStatus, Settings
+from circleback import Caller, CheckOutcome, JobStatus, Settings
+from circleback.core.models import CheckStatus
 from circleback.net import guarded_client
 from circleback.notifiers import resume_conversation
 

@@ -20,10 +20,11 @@ import pytest
 import sqlalchemy as sa
 
 import circleback
-from circleback import Caller, CheckOutcome, Job, Limits, Runtime, Settings, Store
+from circleback import Caller, CheckOutcome, Job, Limits, Runtime, Settings
 from circleback.core.state import Transition
 from circleback.engine.engine import _TRANSITIONS_BETWEEN_TURNS
 from circleback.store.sql import _MANY_SLICE
+from circleback.store.store import Store
 from circleback.testing import ScriptedChecker, TestingPlugin
 
 _OUTBOX_INSERT = "insert into circleback_outbox"

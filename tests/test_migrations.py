@@ -23,7 +23,8 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection
 
 import circleback
-from circleback import Caller, CheckOutcome, JobStatus, Settings, StoreError
+from circleback import Caller, CheckOutcome, JobStatus, Settings
+from circleback.errors import StoreError
 from circleback.store import migrate
 from circleback.store.database import create_sync_engine
 from circleback.store.schema import jobs, metadata, outbox

@@ -16,16 +16,9 @@ import attrs
 import pytest
 
 import circleback
-from circleback import (
-    Caller,
-    CheckOutcome,
-    DeliveryStatus,
-    EngineTuning,
-    JobStatus,
-    Notification,
-    NotificationType,
-    Settings,
-)
+from circleback import Caller, CheckOutcome, EngineTuning, JobStatus, Notification, Settings
+from circleback.core.models import DeliveryStatus, NotificationType
+from circleback.errors import ConfigurationError
 from circleback.notifiers.notify import channel_for, encode_notification
 from circleback.testing import TestingPlugin
 
@@ -254,7 +247,7 @@ def test_delivery_settings_come_from_the_environment_and_are_checked() -> None:
     for name, raw in [("CIRCLEBACK_NOTIFY_REQUIRE_SUBSCRIBER", "maybe"),
                       ("CIRCLEBACK_RESUME_ATTEMPTS", "three"),
                       ("CIRCLEBACK_RESUME_TIMEOUT", "soon")]:
-        with pytest.raises(circleback.ConfigurationError, match=name):
+        with pytest.raises(ConfigurationError, match=name):
             Settings.from_env({name: raw})
-    with pytest.raises(circleback.ConfigurationError, match="resume_attempts"):
+    with pytest.raises(ConfigurationError, match="resume_attempts"):
         Settings.from_env({"CIRCLEBACK_RESUME_ATTEMPTS": "0"})

@@ -23,7 +23,6 @@ from circleback import (
     Caller,
     DeliveryContext,
     DeliveryReceipt,
-    DeliveryStatus,
     Engine,
     EngineTuning,
     Notification,
@@ -31,6 +30,7 @@ from circleback import (
     Settings,
 )
 from circleback.core.clock import SystemClock
+from circleback.core.models import DeliveryStatus
 from circleback.engine.pipeline import WorkPipeline
 from circleback.testing import TestingPlugin
 

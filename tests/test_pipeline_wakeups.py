@@ -23,10 +23,10 @@ from circleback import (
     EngineTuning,
     Notification,
     Notifier,
-    OutboxEntry,
     Settings,
-    Store,
 )
+from circleback.core.models import OutboxEntry
+from circleback.store.store import Store
 
 
 class CountingStore(Store):

@@ -20,22 +20,14 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 import circleback
-from circleback import (
-    Caller,
-    JobStatus,
-    ManualClock,
-    ModuleCaller,
-    ModuleCallFailed,
-    Settings,
-    ValidationError,
-)
+from circleback import Caller, JobStatus, ModuleCaller, ModuleCallFailed, Settings, ValidationError
 from circleback.checkers.poll_module import PollModuleChecker
 from circleback.core.abc import ValidationContext
 from circleback.core.dotted import FieldMissing, lookup, matches
 from circleback.core.registry import PluginRegistry
 from circleback.core.rulebook import Rulebook
 from circleback.engine.plugins import make_plugin_manager
-from circleback.testing import TestingPlugin
+from circleback.testing import ManualClock, TestingPlugin
 
 from .http_servers import HttpServer, Reply, Request, json_reply
 from .services import free_port

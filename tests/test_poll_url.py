@@ -28,25 +28,16 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 import circleback
-from circleback import (
-    Caller,
-    ConfigurationError,
-    EngineTuning,
-    HttpTuning,
-    Job,
-    JobStatus,
-    ManualClock,
-    Settings,
-    ValidationError,
-)
+from circleback import Caller, EngineTuning, HttpTuning, Job, JobStatus, Settings, ValidationError
 from circleback.checkers.poll_url import PollUrlChecker
 from circleback.core.abc import ValidationContext
 from circleback.core.registry import PluginRegistry
 from circleback.core.rulebook import Rulebook
 from circleback.core.state import JITTER_FRACTION
 from circleback.engine.plugins import make_plugin_manager
+from circleback.errors import ConfigurationError
 from circleback.net.httpclient import make_http_client
-from circleback.testing import TestingPlugin
+from circleback.testing import ManualClock, TestingPlugin
 
 from .http_servers import HttpServer, Reply, Request, blocks, json_reply, sequence
 from .services import free_port

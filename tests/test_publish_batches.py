@@ -17,9 +17,10 @@ import anyio
 import anyio.abc
 import pytest
 
-from circleback import JobStatus, Notification, NotificationType, Settings
+from circleback import JobStatus, Notification, Settings
 from circleback.core.abc import DeliveryContext, Runtime
 from circleback.core.clock import SystemClock
+from circleback.core.models import NotificationType
 from circleback.core.registry import PluginRegistry
 from circleback.engine.plugins import make_plugin_manager
 from circleback.notifiers.notify import NotifyNotifier, channel_for

@@ -19,10 +19,11 @@ import attrs
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from circleback import CheckOutcome, Job, JobStatus, Store
+from circleback import CheckOutcome, Job, JobStatus
 from circleback.core.state import CheckResult, apply_event
 from circleback.store.database import create_sync_engine
 from circleback.store.schema import jobs as jobs_table
+from circleback.store.store import Store
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 DUE_INDEX = "ix_circleback_jobs_due"

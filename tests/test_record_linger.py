@@ -21,8 +21,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from circleback import CheckOutcome, CheckStatus, Job, Settings
+from circleback import CheckOutcome, Job, Settings
 from circleback.core.clock import ManualClock, SystemClock
+from circleback.core.models import CheckStatus
 from circleback.core.settings import EngineTuning
 from circleback.core.state import CheckResult, apply_event, ends_job, next_interval
 from circleback.engine.engine import Engine

@@ -10,7 +10,8 @@ import anyio
 import pytest
 
 import circleback
-from circleback import Caller, DeliveryStatus, EngineTuning, OutboxEntry, Settings
+from circleback import Caller, EngineTuning, Settings
+from circleback.core.models import DeliveryStatus, OutboxEntry
 from circleback.notifiers.notify import channel_for
 
 from . import services

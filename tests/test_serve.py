@@ -25,7 +25,8 @@ import anyio.abc
 import httpx
 import pytest
 
-from circleback import Caller, ConfigurationError, Settings
+from circleback import Caller, Settings
+from circleback.errors import ConfigurationError
 from circleback.service.serve import check_bind_address, is_loopback_host, serve
 from circleback.tools import TOOL_NAMES
 

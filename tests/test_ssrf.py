@@ -21,8 +21,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import circleback
-from circleback import Caller, ConfigurationError, JobStatus, ManualClock, Settings
+from circleback import Caller, JobStatus, Settings
 from circleback import ValidationError as CirclebackValidationError
+from circleback.errors import ConfigurationError
 from circleback.net.netguard import (
     AddressRefused,
     NetworkPolicy,
@@ -30,7 +31,7 @@ from circleback.net.netguard import (
     parse_http_url,
     parse_ip_literal,
 )
-from circleback.testing import TestingPlugin
+from circleback.testing import ManualClock, TestingPlugin
 
 from .http_servers import HttpServer, Reply, Request, json_reply
 

@@ -1,4 +1,4 @@
-"""Property tests of the pure state machine ``circleback.apply_event``.
+"""Property tests of the pure state machine ``circleback.core.state.apply_event``.
 
 Hypothesis drives jobs through long random sequences of check results and
 cancels, with time moving on between events, and checks the rules of
@@ -16,20 +16,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from circleback import (
-    Cancel,
-    CheckOutcome,
-    CheckResult,
-    CheckStatus,
-    Job,
-    JobStatus,
-    NotificationType,
-    apply_event,
-)
+from circleback import CheckOutcome, Job, JobStatus
+from circleback.core.models import CheckStatus, NotificationType
 from circleback.core.state import (
     DEFAULT_INTERVAL_CAP,
     JITTER_FRACTION,
+    Cancel,
+    CheckResult,
     Event,
+    apply_event,
     next_interval,
     replaced,
 )

@@ -1,7 +1,7 @@
 """The real engine on a real SQLite file, driven step by step and compared with a plain model.
 
 Hypothesis's ``RuleBasedStateMachine`` adds jobs, cancels jobs and workflows,
-scripts check outcomes, moves a :class:`~circleback.ManualClock`, runs the due
+scripts check outcomes, moves a :class:`~circleback.testing.ManualClock`, runs the due
 checks and deliveries (sometimes with a failing delivery), and after every step
 compares the store and the delivered messages with a model written in plain
 Python. The machine runs once on asyncio and once on trio: every async call
@@ -33,21 +33,10 @@ from hypothesis.stateful import (
 )
 
 import circleback
-from circleback import (
-    Caller,
-    CheckOutcome,
-    CheckStatus,
-    DeliveryStatus,
-    EngineTuning,
-    JobNotFound,
-    JobStatus,
-    Limits,
-    ManualClock,
-    NotificationType,
-    Settings,
-    WorkflowNotFound,
-)
-from circleback.testing import TestingPlugin
+from circleback import Caller, CheckOutcome, EngineTuning, JobStatus, Limits, Settings
+from circleback.core.models import CheckStatus, DeliveryStatus, NotificationType, OutboxEntry
+from circleback.errors import JobNotFound, WorkflowNotFound
+from circleback.testing import ManualClock, TestingPlugin
 
 from .services import drop_postgres_schema, postgres_schema
 
@@ -311,7 +300,7 @@ class EngineMachine(RuleBasedStateMachine):
             else:
                 assert job.completed_at is not None
 
-    def _check_messages(self, entries: list[circleback.OutboxEntry]) -> None:
+    def _check_messages(self, entries: list[OutboxEntry]) -> None:
         """Exactly one message per completed or failed job, delivered once; none otherwise."""
         by_job = {entry.job_id: entry for entry in entries}
         assert len(by_job) == len(entries)  # never two messages for one job

@@ -24,10 +24,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from circleback import CheckOutcome, Job, JobStatus, Store
+from circleback import CheckOutcome, Job, JobStatus
 from circleback.core.models import DeliveryStatus, DeliveryUpdate
 from circleback.core.state import CheckResult, apply_event
 from circleback.store.database import create_sync_engine
+from circleback.store.store import Store
 from circleback.store.workers import renew_leases
 
 pytestmark = pytest.mark.anyio

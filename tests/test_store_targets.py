@@ -12,7 +12,8 @@ import pytest
 import sqlalchemy as sa
 
 import circleback
-from circleback import Caller, ConfigurationError, JobStatus, Settings
+from circleback import Caller, JobStatus, Settings
+from circleback.errors import ConfigurationError
 from circleback.store.database import create_sync_engine
 from circleback.store.store import Store
 

@@ -20,20 +20,10 @@ import hypothesis.strategies as st
 from hypothesis import example, given, settings
 
 import circleback
-from circleback import (
-    Caller,
-    CheckOutcome,
-    CheckResult,
-    Job,
-    JobStatus,
-    ManualClock,
-    Settings,
-    apply_event,
-    render_message,
-    render_result,
-)
-from circleback.core.rendering import MESSAGE_SLACK_CHARS
-from circleback.testing import TestingPlugin
+from circleback import Caller, CheckOutcome, Job, JobStatus, Settings
+from circleback.core.rendering import MESSAGE_SLACK_CHARS, render_message, render_result
+from circleback.core.state import CheckResult, apply_event
+from circleback.testing import ManualClock, TestingPlugin
 
 OPEN = '<untrusted-data source="checked system">'
 CLOSE = "</untrusted-data>"

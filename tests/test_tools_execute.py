@@ -10,8 +10,15 @@ import attrs
 import pytest
 
 import circleback
-from circleback import Caller, Checker, Limits, ManualClock, Settings, ValidationContext
-from circleback.tools import CONTEXT_FIELDS, TOOL_NAMES, SchedulerTools
+from circleback import Caller, Checker, Limits, Settings, ValidationContext
+from circleback.testing import ManualClock
+from circleback.tools import (
+    CONTEXT_FIELDS,
+    TOOL_NAMES,
+    SchedulerTools,
+    anthropic_tools,
+    openai_tools,
+)
 
 from .store_rows import RowWatch
 from .tools_support import context_of
@@ -94,6 +101,25 @@ async def test_add_list_cancel_answer_the_job_as_the_user_sees_it(
     gone = await running.call("scheduler.cancel_workflow", {"workflow_id": workflow}, context)
     assert gone == {"ok": True, "result": {"workflow_id": workflow, "cancelled": [],
                                             "count": 0}}
+
+
+async def test_a_call_from_an_llm_client_runs_under_its_exported_name(
+    running: Running, caller: Caller
+) -> None:
+    tools = running.tools
+    assert tools.openai_tools() == openai_tools(tools.manifest)
+    assert tools.openai_tools(api="responses") == openai_tools(tools.manifest, api="responses")
+    assert tools.anthropic_tools() == anthropic_tools(tools.manifest)
+    names = [tool["name"] for tool in tools.anthropic_tools()]
+    assert [SchedulerTools.tool_name(name) for name in names] == list(TOOL_NAMES)
+    assert "scheduler__add_job" in names
+    answer = await tools.execute(
+        tools.tool_name("scheduler__add_job"), _delay(5), context_of(caller)
+    )
+    assert answer["ok"] is True, answer
+    # The exports are copies: changing one leaves the tools' manifest alone.
+    tools.openai_tools()[0]["function"]["parameters"]["properties"].clear()
+    assert tools.manifest["tools"][0]["parameters"]["properties"]
 
 
 async def test_last_result_reaches_the_llm_marked_as_untrusted(

@@ -12,17 +12,12 @@ import attrs
 import pytest
 from jsonschema import Draft202012Validator
 
-from circleback import (
-    Caller,
-    JobStatus,
-    Limits,
-    PluginRegistry,
-    Settings,
-    make_plugin_manager,
-)
+from circleback import Caller, JobStatus, Limits, Settings
 from circleback.core.abc import ValidationContext
 from circleback.core.models import JobSpec
+from circleback.core.registry import PluginRegistry
 from circleback.core.validation import CALLER_FIELDS
+from circleback.engine.plugins import make_plugin_manager
 from circleback.testing import TestingPlugin
 from circleback.tools import (
     CONTEXT_FIELDS,

@@ -24,7 +24,8 @@ from hypothesis import HealthCheck, note, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
-from circleback import Caller, EngineTuning, Limits, ManualClock, Settings
+from circleback import Caller, EngineTuning, Limits, Settings
+from circleback.testing import ManualClock
 
 from .services import drop_postgres_schema, postgres_schema
 from .tools_support import ToolHarness, context_of, tool_harness

@@ -4,6 +4,8 @@
   test scripted for that job, "not yet" by default.
 - :class:`RecordingNotifier` (completion mode ``record``): keeps every
   notification it is handed, in order.
+- :class:`ManualClock`: a clock that moves only when told, for
+  ``Engine(worker=False, clock=ManualClock())``.
 
 Register them with ``Engine(plugins=[TestingPlugin()])``.
 """
@@ -26,10 +28,11 @@ from .core.abc import (
     Runtime,
     ValidationContext,
 )
+from .core.clock import ManualClock
 from .core.hookspecs import hookimpl
 from .core.models import CheckOutcome, Job, Notification
 
-__all__ = ["RecordingNotifier", "ScriptedChecker", "TestingPlugin"]
+__all__ = ["ManualClock", "RecordingNotifier", "ScriptedChecker", "TestingPlugin"]
 
 
 class ScriptedChecker(Checker):

@@ -96,7 +96,7 @@ class Engine:
 
     :param settings: the configuration; ``Settings.from_env()`` when omitted.
     :param store: a store to use instead of one opened from ``settings.database_url``.
-    :param clock: where time comes from; tests pass a :class:`~circleback.ManualClock`.
+    :param clock: where time comes from; tests pass a :class:`~circleback.testing.ManualClock`.
     :param plugins: extra plugin objects (modules or instances with hook implementations).
     :param load_entry_points: also load plugins installed under the ``circleback`` group.
     :param worker: run the worker loops; ``False`` gives the facade only (the CLI's

@@ -62,7 +62,7 @@ async def open_operations(database_url: str) -> AsyncIterator[Operations]:
 async def upgrade_database(database_url: str) -> tuple[str | None, str]:
     """Migrate the schema to this version's; returns (revision before, revision after).
 
-    Raises :class:`~circleback.StoreError` for a schema this version cannot
+    Raises :class:`~circleback.errors.StoreError` for a schema this version cannot
     migrate (one made by a newer circleback), and changes nothing then.
     """
     store = Store(database_url)

@@ -144,7 +144,7 @@ class Scheduler:
         )
 
     async def get_job(self, caller: Caller, job_id: uuid.UUID | str) -> Job:
-        """The caller's job ``job_id``; :class:`~circleback.JobNotFound` otherwise."""
+        """The caller's job ``job_id``; :class:`~circleback.errors.JobNotFound` otherwise."""
         validate_caller(caller)
         parsed = parse_uuid(job_id, "job_id")
         job = await self._store.get_job(caller.user_id, parsed)
@@ -157,7 +157,7 @@ class Scheduler:
 
         A job that had already finished is returned unchanged (its status tells);
         cancelling twice changes nothing. Another user's job raises
-        :class:`~circleback.JobNotFound`, like a job that never existed.
+        :class:`~circleback.errors.JobNotFound`, like a job that never existed.
         """
         validate_caller(caller)
         parsed = parse_uuid(job_id, "job_id")
@@ -175,7 +175,7 @@ class Scheduler:
     async def cancel_workflow(self, caller: Caller, workflow_id: uuid.UUID | str) -> list[Job]:
         """Cancel every active job of the caller in ``workflow_id``; returns those cancelled.
 
-        Raises :class:`~circleback.WorkflowNotFound` when the caller has no job in it at all.
+        Raises :class:`~circleback.errors.WorkflowNotFound` when the caller has no job in it at all.
         """
         validate_caller(caller)
         parsed = parse_uuid(workflow_id, "workflow_id")

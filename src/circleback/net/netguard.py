@@ -281,7 +281,7 @@ class NetworkPolicy:
 
     :param allow: host names (``status.internal``; ``*.corp.example`` for every
         name under it) and addresses or CIDR ranges (``127.0.0.1``, ``10.0.0.0/8``,
-        ``fd00::/8``). Raises :class:`~circleback.ConfigurationError` for an entry
+        ``fd00::/8``). Raises :class:`~circleback.errors.ConfigurationError` for an entry
         that is neither.
     """
 

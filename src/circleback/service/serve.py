@@ -126,7 +126,7 @@ async def serve(
 ) -> None:
     """Run the engine and the tool service until SIGINT/SIGTERM (or until ``stop`` is set).
 
-    Raises :class:`~circleback.ConfigurationError` before starting anything when
+    Raises :class:`~circleback.errors.ConfigurationError` before starting anything when
     the address needs a token that is not configured, or when it cannot be bound.
     """
     # Name resolution and a trial bind block: keep them off the event loop.

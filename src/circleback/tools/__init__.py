@@ -7,8 +7,9 @@ An orchestrator that embeds the engine uses :class:`SchedulerTools`::
         manifest = tools.manifest                        # name, description, tools
         answer = await tools.execute("scheduler.list_jobs", {}, context)
 
-``openai_tools(manifest)`` and ``anthropic_tools(manifest)`` give the same
-tools in the shapes those clients take. ``circleback serve`` puts all of it
+``tools.openai_tools()`` and ``tools.anthropic_tools()`` give the same tools
+in the shapes those clients take (:mod:`.exports`), and
+``SchedulerTools.tool_name()`` maps their names back. ``circleback serve`` puts all of it
 behind HTTP (see :mod:`circleback.service.app` and :mod:`circleback.service.serve`,
 which import the HTTP stack only when used).
 """

@@ -29,7 +29,7 @@ import copy
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..core import rulebook as verbs
 from ..core.errors import CirclebackError, PermissionDenied, UnknownTool, ValidationError
@@ -41,6 +41,7 @@ from ..core.schema_errors import describe_kind, field_name
 from ..core.settings import Limits, Settings
 from ..core.validation import validate_caller
 from ..engine.scheduler import Scheduler
+from .exports import anthropic_tools, openai_tools, tool_name
 from .manifest import (
     ADD_JOB,
     CANCEL_JOB,
@@ -107,7 +108,9 @@ class SchedulerTools:
     """The four scheduler tools over one :class:`~circleback.Scheduler` facade.
 
     Build it with :meth:`for_engine` from a running engine. :attr:`manifest`
-    describes the tools; :meth:`execute` runs one call (see the module docstring).
+    describes the tools; :meth:`openai_tools` and :meth:`anthropic_tools` give them
+    in the shapes those clients take; :meth:`execute` runs one call (see the module
+    docstring).
     """
 
     def __init__(
@@ -133,6 +136,31 @@ class SchedulerTools:
     def manifest(self) -> dict[str, Any]:
         """The module manifest (a fresh copy, so callers may change it)."""
         return copy.deepcopy(self._manifest)
+
+    def openai_tools(
+        self, *, api: Literal["chat", "responses"] = "chat"
+    ) -> list[dict[str, Any]]:
+        """The tools as OpenAI-style function tools, named as :meth:`tool_name` reads them.
+
+        ``api="chat"`` gives the Chat Completions shape
+        ``{"type": "function", "function": {"name", "description", "parameters"}}``;
+        ``api="responses"`` the flat Responses shape
+        ``{"type": "function", "name", "description", "parameters"}``.
+        """
+        return openai_tools(self._manifest, api=api)
+
+    def anthropic_tools(self) -> list[dict[str, Any]]:
+        """The tools as Anthropic-style tools: ``{"name", "description", "input_schema"}``."""
+        return anthropic_tools(self._manifest)
+
+    @staticmethod
+    def tool_name(exported: str) -> str:
+        """The name :meth:`execute` takes for an exported one.
+
+        Those APIs allow no dots in names, so ``scheduler.add_job`` is exported
+        as ``scheduler__add_job``; a dotted name is returned as it is.
+        """
+        return tool_name(exported)
 
     async def execute(self, tool: Any, arguments: Any, context: Any) -> dict[str, Any]:
         """Run one tool call and answer ``{"ok": true, "result"}`` or ``{"ok": false, "error"}``.

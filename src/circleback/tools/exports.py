@@ -3,7 +3,7 @@
 OpenAI and Anthropic allow only ``[A-Za-z0-9_-]`` in tool names, so
 ``scheduler.add_job`` is exported as ``scheduler__add_job`` (the dot becomes a
 double underscore); :func:`tool_name` turns an exported name back into the
-tool name that :meth:`~circleback.tools.SchedulerTools.execute` takes. The
+tool name that :meth:`~circleback.SchedulerTools.execute` takes. The
 parameters are the manifest's JSON Schemas without the ``$schema`` key; the
 description keeps its examples.
 """
