@@ -11,6 +11,8 @@ time while the poll is read.
 from __future__ import annotations
 
 import gzip
+import json
+import logging
 import re
 import socket
 import uuid
@@ -20,9 +22,11 @@ from typing import Any
 
 import anyio
 import pytest
+from click.testing import CliRunner
 
 import circleback
 from circleback import Caller, HttpTuning, Settings, ValidationError
+from circleback.cli import cli
 from circleback.core.models import Notification
 from circleback.core.rendering import fold_for_markers
 from circleback.net.guarded_client import GuardedClient, HttpFailure
@@ -305,3 +309,57 @@ async def test_a_jobs_own_user_agent_and_accept_replace_the_defaults(
     assert [line for line in lines if line.startswith(b"user-agent:")] == [
         b"user-agent: deploy-bot/2"]
     assert [line for line in lines if line.startswith(b"accept:")] == [b"accept: text/plain"]
+
+
+# -- 11. secrets in a job's settings are never shown back ----------------------------------------
+
+SECRETS = ("hunter2-bearer", "hunter2-password", "hunter2-query", "hunter2-body", "hunter2-xkey")
+
+
+async def test_secrets_reach_the_server_but_no_view_shows_them(
+    make_settings: Callable[..., Settings], caller: Caller, store_url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = CannedServer((response(b"not yet", status="503 Service Unavailable"), True))
+    caplog.set_level(logging.DEBUG, logger="circleback")
+    with server.running():
+        url = server.url.replace("http://", "http://deployer:hunter2-password@")
+        spec = {**poll(f"{url}/status?access_token=hunter2-query&page=2",
+                       method="POST", json={"api_key": "hunter2-body", "env": "prod"},
+                       headers={"Authorization": "Bearer hunter2-bearer",
+                                "X-Api-Key": "hunter2-xkey", "X-Trace": "visible"}),
+                "max_attempts": 5}
+        async with running_engine(make_settings) as (engine, _):
+            job = await engine.scheduler.add_job(caller, spec)
+            with anyio.fail_after(30):
+                while (await engine.scheduler.get_job(caller, job.id)).attempts == 0:
+                    await anyio.sleep(0.01)
+            tools = SchedulerTools.for_engine(engine)
+            listed = await tools.execute("scheduler.list_jobs", {}, context_of(caller))
+            kept = await engine.scheduler.get_job(caller, job.id)
+    # The job keeps its secrets and sends them.
+    assert b"\r\nAuthorization: Bearer hunter2-bearer\r\n" in server.requests[0]
+    assert b"access_token=hunter2-query" in server.requests[0]
+    assert kept.check_config["headers"]["Authorization"] == "Bearer hunter2-bearer"
+    # No view shows them: the tools' answer, the CLI (table and JSON), the logs.
+    [view] = listed["result"]["jobs"]
+    assert view["check_config"]["headers"] == {
+        "Authorization": "[redacted]", "X-Api-Key": "[redacted]", "X-Trace": "visible"}
+    assert view["check_config"]["json"] == {"api_key": "[redacted]", "env": "prod"}
+    assert "deployer:[redacted]@" in view["check_config"]["url"]
+    assert "access_token=[redacted]&page=2" in view["check_config"]["url"]
+    assert view["last_error"] is not None and "HTTP 503" in view["last_error"]
+    runner = CliRunner()
+    outputs = [json.dumps(listed), caplog.text]
+    for args in (["jobs", "show", str(job.id)], ["jobs", "show", "--json", str(job.id)],
+                 ["list", "--json"]):
+        command = ["--database-url", store_url, *args, "--user", caller.user_id,
+                   "--platform", caller.platform]
+        # The CLI runs an event loop of its own: in a thread, outside the test's.
+        result = await anyio.to_thread.run_sync(runner.invoke, cli, command)
+        assert result.exit_code == 0, result.output
+        outputs.append(result.output)
+    assert str(job.id) in outputs[2]
+    for output in outputs:
+        for secret in SECRETS:
+            assert secret not in output, (secret, output[:2000])

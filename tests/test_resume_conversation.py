@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import re
+import ssl
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+import trustme
 
 import circleback
-from circleback import Caller, EngineTuning, Settings
+from circleback import Caller, EngineTuning, HttpTuning, Settings
 from circleback.core.models import DeliveryStatus, OutboxEntry
 from circleback.notifiers.notify import channel_for
 
 from . import services
 from .continue_server import HANG, Behaviour, ContinueServer
+from .http_servers import HttpServer, json_reply
 from .subscriber import Subscriber
 
 pytestmark = pytest.mark.redis
@@ -235,3 +239,24 @@ async def test_when_resume_and_its_fallback_both_fail_the_outbox_keeps_retrying(
     assert fallback["notification_id"] == str(entry.id)
     assert entry.status is DeliveryStatus.SENT
     assert entry.delivered_via == "notify"
+
+
+async def test_resume_trusts_the_operators_ca_file_like_every_other_client(
+    make_settings: Callable[..., Settings], caller: Caller, redis_url: str, tmp_path: Path
+) -> None:
+    # One client setup for every configured destination: /continue over https with
+    # a private CA is reached through the CA file, as poll_url and poll_module are.
+    authority = trustme.CA()
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("localhost").configure_cert(server_tls)
+    ca_file = tmp_path / "ca.pem"
+    authority.cert_pem.write_to_path(str(ca_file))
+    with HttpServer(lambda request: json_reply({"ok": True}), tls=server_tls) as core:
+        settings = quick_resume(make_settings, redis_url=redis_url,
+                                core_url=f"https://localhost:{core.port}",
+                                http=HttpTuning(ca_file=str(ca_file)))
+        entry = await run_one_job(settings, caller, resume_job())
+        requests = list(core.requests)
+    assert entry.status is DeliveryStatus.SENT
+    assert entry.delivered_via == "resume_conversation"
+    assert [request.path for request in requests] == ["/continue"]

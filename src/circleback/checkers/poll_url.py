@@ -57,6 +57,7 @@ from ..core.dotted import (
 from ..core.errors import UrlRefused
 from ..core.hookspecs import hookimpl
 from ..core.models import CheckOutcome, Job
+from ..core.redaction import redact_url
 from ..core.schema import ERROR_MESSAGE, any_case, needs, object_of, one_or_many
 from ..net.netguard import AddressRefused, NetworkPolicy, parse_http_url
 
@@ -270,7 +271,8 @@ class PollUrlChecker(Checker):
     def describe(self, config: Mapping[str, Any]) -> str:
         codes = config.get("expected_status") or [200]
         wanted = " or ".join(str(code) for code in codes)
-        text = f"{config.get('method', 'GET')} {config.get('url')} (waiting for HTTP {wanted}"
+        url = redact_url(str(config.get("url")))
+        text = f"{config.get('method', 'GET')} {url} (waiting for HTTP {wanted}"
         if config.get("response_field"):
             values = describe_value(config.get("response_values"))
             text += f" with {config['response_field']} in {values}"
@@ -326,7 +328,7 @@ class PollUrlChecker(Checker):
                 raise TimeoutError
         except TimeoutError:
             return CheckOutcome.not_yet(
-                f"no complete answer from {config['url']} within "
+                f"no complete answer from {redact_url(config['url'])} within "
                 f"{tuning.total_timeout_seconds:g} s"
             )
         except AddressRefused as exc:
@@ -334,9 +336,9 @@ class PollUrlChecker(Checker):
         except _TooManyRedirects as exc:
             return CheckOutcome.not_yet(str(exc))
         except TimedOut as exc:
-            return CheckOutcome.not_yet(f"{exc.what} from {config['url']}")
+            return CheckOutcome.not_yet(f"{exc.what} from {redact_url(config['url'])}")
         except HttpFailure as exc:
-            return CheckOutcome.not_yet(f"request to {config['url']} failed: {exc}")
+            return CheckOutcome.not_yet(f"request to {redact_url(config['url'])} failed: {exc}")
         elapsed_ms = round((anyio.current_time() - started) * 1000)
         return _judge(config, answer, elapsed_ms, tuning.max_response_bytes)
 
@@ -366,7 +368,7 @@ class PollUrlChecker(Checker):
                 if following is None:
                     body, truncated = await response.read_capped(limit)
                     return _Answer(
-                        url=str(url),
+                        url=redact_url(str(url)),
                         status=response.status,
                         redirects=hop,
                         content=body,
@@ -377,7 +379,8 @@ class PollUrlChecker(Checker):
                     )
                 method, headers, content = redirect_request(response, following, headers, content)
             url = following
-        raise _TooManyRedirects(f"more than {MAX_REDIRECTS} redirects, the last to {url}")
+        raise _TooManyRedirects(
+            f"more than {MAX_REDIRECTS} redirects, the last to {redact_url(str(url))}")
 
 
 def _judge(config: Mapping[str, Any], answer: _Answer, elapsed_ms: int, limit: int) -> CheckOutcome:

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from ..core.models import Job, JobStatus
+from ..core.redaction import redact, redact_url
 from .app import caller_from, caller_options, cli, facade_engine, one_line, print_table, run_async
 
 __all__ = ["jobs"]
@@ -67,7 +68,7 @@ def add(ctx: click.Context, /, job_type: str, config: str, message: str,
             return await engine.scheduler.add_job(caller_from(**caller), spec)
 
     added = run_async(ctx, main)
-    click.echo(json.dumps(added.to_dict(), indent=2) if as_json else str(added.id))
+    click.echo(json.dumps(shown(added), indent=2) if as_json else str(added.id))
 
 
 @cli.command(name="list")
@@ -86,7 +87,7 @@ def list_jobs(ctx: click.Context, status: str | None, as_json: bool, user: str,
 
     found = run_async(ctx, main)
     if as_json:
-        click.echo(json.dumps([job.to_dict() for job in found], indent=2))
+        click.echo(json.dumps([shown(job) for job in found], indent=2))
     else:
         print_table(["id", "type", "status", "attempts", "next/done (UTC)", "workflow",
                       "last error"],
@@ -107,7 +108,16 @@ def cancel(ctx: click.Context, job_id: str, user: str, platform: str, as_json: b
             return await engine.scheduler.cancel_job(caller_from(user, platform), job_id)
 
     job = run_async(ctx, main)
-    click.echo(json.dumps(job.to_dict(), indent=2) if as_json else f"{job.id} {job.status.value}")
+    click.echo(json.dumps(shown(job), indent=2) if as_json else f"{job.id} {job.status.value}")
+
+
+def shown(job: Job) -> dict[str, Any]:
+    """``job`` as JSON for a person or a script: every field, secrets redacted."""
+    data = job.to_dict()
+    data["check_config"] = redact(job.check_config)
+    data["last_result"] = redact(job.last_result)
+    data["last_error"] = redact_url(job.last_error) if job.last_error else job.last_error
+    return data
 
 
 def _print_job(job: Job) -> None:
@@ -129,12 +139,12 @@ def _print_job(job: Job) -> None:
         ("finished", when(job.completed_at)),
         ("workflow", str(job.workflow_id) if job.workflow_id else "-"),
         ("on complete", job.on_complete),
-        ("check config", json.dumps(job.check_config, ensure_ascii=False)),
+        ("check config", json.dumps(redact(job.check_config), ensure_ascii=False)),
         ("success message", job.on_success_message),
         ("failure message", job.on_failure_message or "(default)"),
         ("last result", "-" if job.last_result is None
-         else one_line(json.dumps(job.last_result, ensure_ascii=False), 200)),
-        ("last error", one_line(job.last_error, 200) if job.last_error else "-"),
+         else one_line(json.dumps(redact(job.last_result), ensure_ascii=False), 200)),
+        ("last error", one_line(redact_url(job.last_error), 200) if job.last_error else "-"),
         ("caller", f"{job.user_id} on {job.platform}"),
     ]
     width = max(len(name) for name, _ in fields)
@@ -165,7 +175,7 @@ def show_job(ctx: click.Context, job_id: str, user: str, platform: str, as_json:
 
     job = run_async(ctx, main)
     if as_json:
-        click.echo(json.dumps(job.to_dict(), indent=2))
+        click.echo(json.dumps(shown(job), indent=2))
     else:
         _print_job(job)
 

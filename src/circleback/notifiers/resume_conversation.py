@@ -41,6 +41,8 @@ from .notify import encode_notification
 if TYPE_CHECKING:
     import httpx
 
+    from ..core.settings import HttpTuning
+
 __all__ = ["ResumeConversationNotifier", "continue_url"]
 
 logger = logging.getLogger("circleback.notifiers.resume_conversation")
@@ -86,7 +88,7 @@ class ResumeConversationNotifier(Notifier):
         if client is not None:
             await client.aclose()
 
-    def _http(self) -> httpx.AsyncClient:
+    def _http(self, tuning: HttpTuning) -> httpx.AsyncClient:
         """The engine's one client, made on first use.
 
         Nothing awaits between the test and the assignment, so deliveries that
@@ -94,7 +96,7 @@ class ResumeConversationNotifier(Notifier):
         """
         client = self._client
         if client is None:
-            client = self._client = _new_client()
+            client = self._client = _new_client(tuning)
         return client
 
     async def deliver(
@@ -105,9 +107,9 @@ class ResumeConversationNotifier(Notifier):
         if not settings.core_url:
             return await self._fall_back(notification, context, "no core URL is configured")
         if self._started:
-            failure = await self._resume(self._http(), notification, context)
+            failure = await self._resume(self._http(settings.http), notification, context)
         else:
-            async with _new_client() as client:
+            async with _new_client(settings.http) as client:
                 failure = await self._resume(client, notification, context)
         if failure is None:
             return DeliveryReceipt(via=self.name)
@@ -201,11 +203,12 @@ class ResumeConversationNotifier(Notifier):
         return DeliveryReceipt(via=receipt.via, note=note)
 
 
-def _new_client() -> httpx.AsyncClient:
-    """A client for ``/continue``: no redirects followed, no proxies from the environment."""
-    import httpx
+def _new_client(tuning: HttpTuning) -> httpx.AsyncClient:
+    """A client for ``/continue``: the one every configured destination gets (the
+    operator's CA file, limits and timeouts; no redirects, cookies or proxies)."""
+    from ..net.httpclient import make_http_client
 
-    return httpx.AsyncClient(follow_redirects=False, trust_env=False)
+    return make_http_client(tuning)
 
 
 def _describe(failures: list[str], aside: str | None = None, *, then: str | None = None) -> str:

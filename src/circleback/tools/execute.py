@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from ..core import rulebook as verbs
 from ..core.errors import CirclebackError, PermissionDenied, UnknownTool, ValidationError
 from ..core.models import Caller, Job, JobStatus
+from ..core.redaction import redact
 from ..core.registry import PluginRegistry
 from ..core.rendering import render_result, wrap_untrusted
 from ..core.rulebook import CONTEXT_FIELDS
@@ -67,13 +68,14 @@ def job_view(job: Job, limits: Limits) -> dict[str, Any]:
 
     ``last_result`` and ``last_error`` come from the checked system: they are
     rendered as text, cut to ``limits.max_result_chars`` and marked as
-    untrusted data. The caller ids are left out: the caller knows them.
+    untrusted data. Secrets in ``check_config`` (and any URL's password) are
+    shown as ``[redacted]``. The caller ids are left out: the caller knows them.
     """
 
     def untrusted(value: Any) -> str | None:
         if value is None:
             return None
-        return wrap_untrusted(render_result(value, limit=limits.max_result_chars))
+        return wrap_untrusted(render_result(redact(value), limit=limits.max_result_chars))
 
     active = job.status is JobStatus.ACTIVE
     return {
@@ -89,7 +91,7 @@ def job_view(job: Job, limits: Limits) -> dict[str, Any]:
         "last_error": untrusted(job.last_error),
         "workflow_id": str(job.workflow_id) if job.workflow_id else None,
         "on_complete": job.on_complete,
-        "check_config": job.check_config,
+        "check_config": redact(job.check_config),
         "on_success_message": job.on_success_message,
         "on_failure_message": job.on_failure_message,
         "created_at": job.created_at.isoformat(),
