@@ -75,19 +75,28 @@ def _environment(database_url: str, **extra: str) -> dict[str, str]:
     return env
 
 
+def _reach(host: str) -> str:
+    """The address a client on this machine uses to reach a server listening on ``host``."""
+    literal = host.strip("[]")
+    return {"::": "::1", "0.0.0.0": "127.0.0.1"}.get(literal, literal)
+
+
 @asynccontextmanager
 async def serve_process(
-    backend: str, tmp_path: Path, database_url: str, *options: str, **env: str
+    backend: str, tmp_path: Path, database_url: str, *options: str,
+    host: str = "127.0.0.1", **env: str
 ) -> AsyncIterator[Served]:
     """Start ``circleback serve`` on a free port; wait until /health answers; stop it after."""
-    port = services.free_port()
+    address = _reach(host)
+    port = services.free_port(address)
     log = tmp_path / f"serve-{port}.log"
     command = [sys.executable, "-m", "circleback", "--backend", backend, "serve",
-               "--host", "127.0.0.1", "--port", str(port), *options]
+               "--host", host, "--port", str(port), *options]
     with log.open("wb") as sink:
         process = await anyio.open_process(command, env=_environment(database_url, **env),
                                            stdout=sink, stderr=subprocess.STDOUT)
-    async with process, httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}",
+    url_host = f"[{address}]" if ":" in address else address
+    async with process, httpx.AsyncClient(base_url=f"http://{url_host}:{port}",
                                          timeout=10) as client:
         served = Served(process, client, log)
         try:
@@ -257,6 +266,32 @@ async def test_with_a_token_requests_without_it_get_401(
     assert token not in output
     final = job_states(store_url)
     assert final[job_id] == ("active", 0, None)
+
+
+@pytest.mark.parametrize("host", ["::1", "[::1]", "::"])
+async def test_listens_on_ipv6(
+    anyio_backend: str, tmp_path: Path, sqlite_url: str, caller: Caller, host: str
+) -> None:
+    services.require_ipv6_loopback()
+    token = uuid.uuid4().hex
+    # "::" is every address, so it needs the token; the loopback forms serve without one.
+    env = {"CIRCLEBACK_API_TOKEN": token} if host == "::" else {}
+    headers = {"Authorization": f"Bearer {token}"}
+    async with serve_process(anyio_backend, tmp_path, sqlite_url, host=host, **env) as served:
+        assert str(served.client.base_url).startswith("http://[::1]:")
+        health = await served.client.get("/health")
+        assert health.status_code == 200 and health.json()["ok"], health.text
+        added = await served.execute(
+            "scheduler.add_job",
+            {"job_type": "delay", "check_config": {"delay_seconds": 3_600},
+             "on_success_message": "later"}, caller, headers=headers)
+        assert added.status_code == 200, added.text
+        listed = await served.execute("scheduler.list_jobs", {}, caller, headers=headers)
+        assert [job["id"] for job in listed.json()["result"]["jobs"]] == [
+            added.json()["result"]["job"]["id"]]
+        assert await served.stop() == 0
+    shown = "[::1]" if host == "::1" else host if host.startswith("[") else f"[{host}]"
+    assert f"http://{shown}:" in served.output()
 
 
 async def test_serve_in_process_stops_when_told_and_refuses_a_busy_port(
