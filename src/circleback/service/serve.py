@@ -33,12 +33,24 @@ from ..engine.engine import Engine
 from ..tools.execute import SchedulerTools
 from .app import HealthProbe, create_app
 
-__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "check_bind_address", "is_loopback_host", "serve"]
+__all__ = [
+    "DEFAULT_HOST", "DEFAULT_PORT", "KEEP_ALIVE_TIMEOUT_SECONDS", "MAX_HEAD_BYTES",
+    "READ_TIMEOUT_SECONDS", "check_bind_address", "is_loopback_host", "serve",
+]
 
 logger = logging.getLogger("circleback.serve")
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
+#: A connection with no request in flight, or whose request head has not all arrived,
+#: is closed after this many seconds.
+KEEP_ALIVE_TIMEOUT_SECONDS = 5
+#: A client silent this long mid-request is disconnected; well above the longest the
+#: service takes to answer (``/health``: two probes of 5 s). Hypercorn's default waits
+#: for ever; a body trickled in is cut by the app (``BODY_TIMEOUT_SECONDS``).
+READ_TIMEOUT_SECONDS = 30
+#: Largest request head (request line and headers), in bytes.
+MAX_HEAD_BYTES = 16 * 1024
 
 
 def _literal(host: str) -> str:
@@ -164,6 +176,9 @@ async def serve(
     config.errorlog = logging.getLogger("circleback.http")
     config.graceful_timeout = graceful_timeout_seconds
     config.include_server_header = False
+    config.keep_alive_timeout = KEEP_ALIVE_TIMEOUT_SECONDS
+    config.read_timeout = READ_TIMEOUT_SECONDS
+    config.h11_max_incomplete_size = MAX_HEAD_BYTES
     if settings.api_token:
         logger.info("serving the scheduler tools on http://%s; every route but /health "
                     "requires the API token", config.bind[0])
