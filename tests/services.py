@@ -25,11 +25,20 @@ import pytest
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` (an IPv4 or IPv6 address) that nothing listens on right now."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def require_ipv6_loopback() -> None:
+    """Skip the test when this machine cannot bind ::1 (fail it under CI)."""
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+    except OSError as exc:
+        unavailable(f"this machine has no IPv6 loopback: binding ::1 failed ({exc})")
 
 
 def port_answers(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:

@@ -27,7 +27,13 @@ import pytest
 
 from circleback import Caller, Settings
 from circleback.errors import ConfigurationError
-from circleback.service.serve import check_bind_address, is_loopback_host, serve
+from circleback.service.app import BODY_TIMEOUT_SECONDS
+from circleback.service.serve import (
+    KEEP_ALIVE_TIMEOUT_SECONDS,
+    check_bind_address,
+    is_loopback_host,
+    serve,
+)
 from circleback.tools import TOOL_NAMES
 
 from . import services
@@ -76,19 +82,28 @@ def _environment(database_url: str, **extra: str) -> dict[str, str]:
     return env
 
 
+def _reach(host: str) -> str:
+    """The address a client on this machine uses to reach a server listening on ``host``."""
+    literal = host.strip("[]")
+    return {"::": "::1", "0.0.0.0": "127.0.0.1"}.get(literal, literal)
+
+
 @asynccontextmanager
 async def serve_process(
-    backend: str, tmp_path: Path, database_url: str, *options: str, **env: str
+    backend: str, tmp_path: Path, database_url: str, *options: str,
+    host: str = "127.0.0.1", **env: str
 ) -> AsyncIterator[Served]:
     """Start ``circleback serve`` on a free port; wait until /health answers; stop it after."""
-    port = services.free_port()
+    address = _reach(host)
+    port = services.free_port(address)
     log = tmp_path / f"serve-{port}.log"
     command = [sys.executable, "-m", "circleback", "--backend", backend, "serve",
-               "--host", "127.0.0.1", "--port", str(port), *options]
+               "--host", host, "--port", str(port), *options]
     with log.open("wb") as sink:
         process = await anyio.open_process(command, env=_environment(database_url, **env),
                                            stdout=sink, stderr=subprocess.STDOUT)
-    async with process, httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}",
+    url_host = f"[{address}]" if ":" in address else address
+    async with process, httpx.AsyncClient(base_url=f"http://{url_host}:{port}",
                                          timeout=10) as client:
         served = Served(process, client, log)
         try:
@@ -258,6 +273,108 @@ async def test_with_a_token_requests_without_it_get_401(
     assert token not in output
     final = job_states(store_url)
     assert final[job_id] == ("active", 0, None)
+
+
+@pytest.mark.parametrize("host", ["::1", "[::1]", "::"])
+async def test_listens_on_ipv6(
+    anyio_backend: str, tmp_path: Path, sqlite_url: str, caller: Caller, host: str
+) -> None:
+    services.require_ipv6_loopback()
+    token = uuid.uuid4().hex
+    # "::" is every address, so it needs the token; the loopback forms serve without one.
+    env = {"CIRCLEBACK_API_TOKEN": token} if host == "::" else {}
+    headers = {"Authorization": f"Bearer {token}"}
+    async with serve_process(anyio_backend, tmp_path, sqlite_url, host=host, **env) as served:
+        assert str(served.client.base_url).startswith("http://[::1]:")
+        health = await served.client.get("/health")
+        assert health.status_code == 200 and health.json()["ok"], health.text
+        added = await served.execute(
+            "scheduler.add_job",
+            {"job_type": "delay", "check_config": {"delay_seconds": 3_600},
+             "on_success_message": "later"}, caller, headers=headers)
+        assert added.status_code == 200, added.text
+        listed = await served.execute("scheduler.list_jobs", {}, caller, headers=headers)
+        assert [job["id"] for job in listed.json()["result"]["jobs"]] == [
+            added.json()["result"]["job"]["id"]]
+        assert await served.stop() == 0
+    shown = "[::1]" if host == "::1" else host if host.startswith("[") else f"[{host}]"
+    assert f"http://{shown}:" in served.output()
+
+
+async def _trickle(stream: anyio.abc.ByteStream, data: bytes) -> None:
+    """Send ``data`` one byte a second, until the other side hangs up."""
+    try:
+        for byte in data:
+            await stream.send(bytes([byte]))
+            await anyio.sleep(1)
+    except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+        pass
+
+
+async def _slow_client(port: int, head: bytes, trickled: bytes) -> tuple[float, bytes]:
+    """Send ``head`` at once and ``trickled`` one byte a second; return how long the
+    server took to hang up, counted from the head, and what it answered."""
+    answer = b""
+    async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+        await stream.send(head)
+        started = anyio.current_time()
+        async with anyio.create_task_group() as group:
+            group.start_soon(_trickle, stream, trickled)
+            try:
+                while True:
+                    answer += await stream.receive()
+            except (anyio.EndOfStream, anyio.BrokenResourceError):
+                pass
+            group.cancel_scope.cancel()
+        return anyio.current_time() - started, answer
+
+
+async def test_a_slow_upload_is_cut_off_while_the_service_keeps_serving(
+    anyio_backend: str, tmp_path: Path, sqlite_url: str, caller: Caller
+) -> None:
+    margin = 5.0
+    token = uuid.uuid4().hex
+    good = {"Authorization": f"Bearer {token}"}
+    cut: dict[str, tuple[float, bytes]] = {}
+    async with serve_process(anyio_backend, tmp_path, sqlite_url,
+                             CIRCLEBACK_API_TOKEN=token) as served:
+        port = served.client.base_url.port
+        assert port is not None
+        request_line = b"POST /execute HTTP/1.1\r\n"
+        head = (request_line + f"Host: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\n"
+                "Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n".encode())
+
+        async def slow(name: str, head: bytes, trickled: bytes) -> None:
+            cut[name] = await _slow_client(port, head, trickled)
+
+        async with anyio.create_task_group() as group:
+            # One client trickles its body after a whole head, the other its head.
+            group.start_soon(slow, "body", head, b'{"tool": "' + b"x" * 99_990)
+            group.start_soon(slow, "head", request_line, b"X-Slow: " + b"x" * 10_000)
+            added = await served.execute(
+                "scheduler.add_job",
+                {"job_type": "delay", "check_config": {"delay_seconds": 1},
+                 "on_success_message": "done"}, caller, headers=good)
+            assert added.status_code == 200, added.text
+            with anyio.fail_after(BODY_TIMEOUT_SECONDS + margin):
+                while len(cut) < 2:
+                    with anyio.fail_after(5):
+                        listed = await served.execute("scheduler.list_jobs", {}, caller,
+                                                      headers=good)
+                    assert listed.status_code == 200, listed.text
+                    await anyio.sleep(0.5)
+        [job] = listed.json()["result"]["jobs"]
+        assert job["status"] == "completed"  # the engine ran on meanwhile
+        assert await served.stop() == 0
+    body_seconds, body_answer = cut["body"]
+    assert BODY_TIMEOUT_SECONDS - 1 <= body_seconds <= BODY_TIMEOUT_SECONDS + margin
+    assert body_answer == b"" or body_answer.startswith(b"HTTP/1.1 408 "), body_answer
+    if body_answer:
+        assert b'"code":"request_timeout"' in body_answer
+    head_seconds, head_answer = cut["head"]
+    assert head_seconds <= KEEP_ALIVE_TIMEOUT_SECONDS + margin
+    assert head_answer == b"", head_answer
+    assert "Traceback" not in served.output()
 
 
 async def test_serve_in_process_stops_when_told_and_refuses_a_busy_port(

@@ -47,7 +47,8 @@ def run(ctx: click.Context, until_idle: bool) -> None:
 
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True,
-              help="address to listen on; beyond loopback only with CIRCLEBACK_API_TOKEN set")
+              help="IPv4 or IPv6 address to listen on (::1 and :: too); beyond loopback "
+                   "only with CIRCLEBACK_API_TOKEN set")
 @click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True,
               help="TCP port to listen on")
 @click.option("--shutdown-grace", type=click.FloatRange(min=0, min_open=True), default=None,

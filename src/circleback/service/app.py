@@ -31,7 +31,10 @@ from ..tools.execute import SchedulerTools
 if TYPE_CHECKING:
     from ..engine.engine import Engine
 
-__all__ = ["STATUS_BY_CODE", "HealthProbe", "create_app", "status_for"]
+__all__ = [
+    "BODY_TIMEOUT_SECONDS", "MAX_BODY_BYTES", "STATUS_BY_CODE", "HealthProbe", "create_app",
+    "status_for",
+]
 
 logger = logging.getLogger("circleback.service")
 
@@ -43,6 +46,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "not_found": 404,
     "unknown_tool": 404,
     "method_not_allowed": 405,
+    "request_timeout": 408,
     "too_large": 413,
     "invalid": 422,
     # The rules a JSON Schema cannot state (see circleback.core.rulebook).
@@ -55,6 +59,9 @@ STATUS_BY_CODE: dict[str, int] = {
 }
 #: Largest ``/execute`` request body, in bytes.
 MAX_BODY_BYTES = 1_048_576
+#: Longest ``/execute`` waits for its whole body, in seconds. A tool call is a few
+#: kilobytes; a client trickling one in holds a connection and a task meanwhile.
+BODY_TIMEOUT_SECONDS = 10.0
 _ENVELOPE_KEYS = ("tool", "arguments", "context")
 
 Health = Callable[[], Awaitable[dict[str, Any]]]
@@ -141,8 +148,13 @@ def create_app(
     api_token: str | None,
     health: Health,
     max_body_bytes: int = MAX_BODY_BYTES,
+    body_timeout_seconds: float = BODY_TIMEOUT_SECONDS,
 ) -> Starlette:
-    """The ASGI app serving ``tools``; ``health`` answers ``/health``."""
+    """The ASGI app serving ``tools``; ``health`` answers ``/health``.
+
+    ``/execute`` answers 413 to a body over ``max_body_bytes`` and 408 to one that has
+    not all arrived within ``body_timeout_seconds``, and closes the connection after.
+    """
     expected = api_token.encode() if api_token else None
 
     def unauthorized(request: Request) -> Response | None:
@@ -170,13 +182,17 @@ def create_app(
                 _error("too_large", f"the request body exceeds {max_body_bytes} bytes")
             )
         body = bytearray()
-        async with aclosing(request.stream()) as chunks:
-            async for chunk in chunks:
-                body += chunk
-                if len(body) > max_body_bytes:
-                    return _unread_body(
-                        _error("too_large", f"the request body exceeds {max_body_bytes} bytes")
-                    )
+        with anyio.move_on_after(body_timeout_seconds) as reading:
+            async with aclosing(request.stream()) as chunks:
+                async for chunk in chunks:
+                    body += chunk
+                    if len(body) > max_body_bytes:
+                        return _unread_body(_error(
+                            "too_large", f"the request body exceeds {max_body_bytes} bytes"))
+        if reading.cancelled_caught:
+            return _unread_body(_error(
+                "request_timeout",
+                f"the request body did not arrive within {body_timeout_seconds:g} s"))
         try:
             call = json.loads(bytes(body), parse_constant=_refuse_constant)
         except (ValueError, RecursionError):

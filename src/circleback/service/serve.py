@@ -8,12 +8,14 @@ period (``EngineTuning.shutdown_grace_seconds``, ``--shutdown-grace``), gives
 back the leases of the rest, and the process exits with status 0. Further
 signals during the shutdown are caught and logged; they do not cut it short.
 
-Without an API token the service refuses to listen anywhere but on a
+It listens on one IPv4 or IPv6 address (``--host ::1``, ``[::1]`` and ``::``
+alike). Without an API token the service refuses to listen anywhere but on a
 loopback address, and says at start that it serves without authentication.
 """
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import logging
 import signal
@@ -31,12 +33,32 @@ from ..engine.engine import Engine
 from ..tools.execute import SchedulerTools
 from .app import HealthProbe, create_app
 
-__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "check_bind_address", "is_loopback_host", "serve"]
+__all__ = [
+    "DEFAULT_HOST", "DEFAULT_PORT", "KEEP_ALIVE_TIMEOUT_SECONDS", "MAX_HEAD_BYTES",
+    "READ_TIMEOUT_SECONDS", "check_bind_address", "is_loopback_host", "serve",
+]
 
 logger = logging.getLogger("circleback.serve")
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
+#: A connection with no request in flight, or whose request head has not all arrived,
+#: is closed after this many seconds.
+KEEP_ALIVE_TIMEOUT_SECONDS = 5
+#: A client silent this long mid-request is disconnected; well above the longest the
+#: service takes to answer (``/health``: two probes of 5 s). Hypercorn's default waits
+#: for ever; a body trickled in is cut by the app (``BODY_TIMEOUT_SECONDS``).
+READ_TIMEOUT_SECONDS = 30
+#: Largest request head (request line and headers), in bytes.
+MAX_HEAD_BYTES = 16 * 1024
+
+
+def _literal(host: str) -> str:
+    """``host`` without surrounding spaces and IPv6 brackets: ``[::1]`` is ``::1``."""
+    host = host.strip()
+    if host.startswith("[") and host.endswith("]"):
+        return host[1:-1]
+    return host
 
 
 def is_loopback_host(host: str) -> bool:
@@ -45,9 +67,7 @@ def is_loopback_host(host: str) -> bool:
     A name counts as loopback when every address it resolves to is a loopback
     address. The wildcard addresses (``0.0.0.0``, ``::``) and the empty host are not.
     """
-    literal = host.strip()
-    if literal.startswith("[") and literal.endswith("]"):
-        literal = literal[1:-1]
+    literal = _literal(host)
     if not literal:
         return False
     try:
@@ -74,19 +94,36 @@ def check_bind_address(host: str, api_token: str | None) -> None:
 
 
 def _bind(host: str, port: int) -> str:
-    if ":" in host and not host.startswith("["):
-        return f"[{host}]:{port}"
-    return f"{host}:{port}"
+    literal = _literal(host)
+    if ":" in literal:
+        return f"[{literal}]:{port}"
+    return f"{literal}:{port}"
 
 
 def _check_can_listen(host: str, port: int) -> None:
-    """Fail early and clearly when the address cannot be bound (before the engine starts)."""
+    """Fail early and clearly when the address cannot be bound (before the engine starts).
+
+    The trial socket is made as Hypercorn makes its own: IPv6 for an address with a
+    colon, IPv4 for anything else (names included).
+    """
+    literal = _literal(host)
+    family = socket.AF_INET6 if ":" in literal else socket.AF_INET
     try:
-        with socket.create_server((host.strip("[]"), port)):
-            pass
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((literal, port))
+            sock.listen()
     except OSError as exc:
+        hint = ""
+        if exc.errno == errno.EAFNOSUPPORT or (exc.errno == errno.EADDRNOTAVAIL
+                                               and literal == "::1"):
+            hint = " (is IPv6 enabled on this machine? --host 127.0.0.1 listens on IPv4)"
+        elif isinstance(exc, socket.gaierror) and exc.errno == getattr(
+            socket, "EAI_ADDRFAMILY", None
+        ):
+            hint = " (a host name is listened on over IPv4; give an IPv6 address as such: ::1)"
         raise ConfigurationError(
-            f"cannot listen on {_bind(host, port)}: {exc.strerror or exc}"
+            f"cannot listen on {_bind(host, port)}: {exc.strerror or exc}{hint}"
         ) from None
 
 
@@ -139,6 +176,9 @@ async def serve(
     config.errorlog = logging.getLogger("circleback.http")
     config.graceful_timeout = graceful_timeout_seconds
     config.include_server_header = False
+    config.keep_alive_timeout = KEEP_ALIVE_TIMEOUT_SECONDS
+    config.read_timeout = READ_TIMEOUT_SECONDS
+    config.h11_max_incomplete_size = MAX_HEAD_BYTES
     if settings.api_token:
         logger.info("serving the scheduler tools on http://%s; every route but /health "
                     "requires the API token", config.bind[0])
