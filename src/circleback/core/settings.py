@@ -101,6 +101,27 @@ def _split_list(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
+#: Former fields of :class:`EngineTuning` that the engine now fixes itself.
+_FIXED_BY_THE_ENGINE = (
+    "batch_size", "heartbeat_seconds", "max_sleep_seconds", "claim_ahead_seconds",
+    "record_linger_seconds", "not_yet_linger_seconds", "timer_slack_seconds",
+    "dense_timer_slack_seconds", "max_concurrent_deliveries", "delivery_max_attempts",
+    "delivery_backoff_seconds", "delivery_backoff_max_seconds",
+)
+
+
+def _refuse_fixed_knobs(env: Mapping[str, str]) -> None:
+    """Name a variable for a setting the engine now fixes, rather than ignore it."""
+    for knob in _FIXED_BY_THE_ENGINE:
+        name = f"CIRCLEBACK_{knob.upper()}"
+        for named in (name, name.removesuffix("_SECONDS")):
+            if named in env:
+                raise ConfigurationError(
+                    f"{named}: {knob} is no longer a setting (the engine fixes it); "
+                    f"unset {named}"
+                )
+
+
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 
@@ -149,6 +170,7 @@ class Settings:
     ) -> Settings:
         """Read the ``CIRCLEBACK_*`` variables; keyword arguments that are not None win."""
         env = os.environ if environ is None else environ
+        _refuse_fixed_knobs(env)
         values: dict[str, Any] = {}
         if url := env.get("CIRCLEBACK_DATABASE_URL"):
             values["database_url"] = url
