@@ -165,10 +165,6 @@ async def wait_for(
     event: anyio.Event, clock: Clock, *, until: datetime | None, seconds: float = math.inf
 ) -> None:
     """Wait for ``event``, at most ``seconds`` of real time and until ``until`` on ``clock``."""
-    if until is not None and isinstance(clock, SystemClock):
-        # Real time: one timeout does it, without two tasks racing each other.
-        seconds = min(seconds, max(0.0, (until - clock.now()).total_seconds()))
-        until = None
     with anyio.move_on_after(seconds):
         if until is None:
             await event.wait()
