@@ -7,8 +7,8 @@ time, and prints the CPU (user + system) this process spent per request:
 - ``httpx``: a plain ``httpx.AsyncClient`` (what W4's APScheduler job body uses);
 - ``guarded``: circleback's :class:`~circleback.net.guarded_client.GuardedClient`,
   the client ``poll_url`` requests through, with its address checks;
-- ``engine check``: one whole ``poll_url`` check through ``Engine._check``
-  (the client plus what the checker does around it), one at a time.
+- ``engine check``: one whole ``poll_url`` check through the engine's check step
+  (``Checks.run_one``: the client plus what the checker does around it), one at a time.
 
 Each is warmed up with a tenth of the requests first.
 """
@@ -81,7 +81,7 @@ async def measure(count: int, width: int) -> dict[str, float]:
                 )
 
                 async def with_engine(index: int) -> None:
-                    await engine._check(job)
+                    await engine._checks.run_one(job)
 
                 figures["engine check"] = await _per_request(with_engine, count, 1)
     return {name: seconds * 1e6 for name, seconds in figures.items()}

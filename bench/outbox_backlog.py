@@ -5,7 +5,7 @@ Messages pile up in the outbox when jobs finish while no worker delivers
 deliverer's capacity takes them. This finishes ``--n`` benchmark timers on an
 engine without worker loops, so every message waits in the outbox, then
 starts a worker engine and times how long it takes to deliver them all:
-claims of up to ``max_concurrent_deliveries`` (200 by default) at a time,
+claims of up to the deliverer's capacity (200 messages) at a time,
 each delivered and recorded.
 
 By default the messages go to the benchmark's sink (a JSON line to

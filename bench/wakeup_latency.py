@@ -30,7 +30,8 @@ import anyio
 import sqlalchemy as sa
 
 import circleback
-from circleback import Checker, CheckOutcome, EngineTuning, Job, Runtime, Settings
+from circleback import Checker, CheckOutcome, Job, Runtime, Settings
+from circleback.engine.pacing import Pacing
 
 
 class StampChecker(Checker):
@@ -76,7 +77,11 @@ class StampPlugin:
 
 
 def _settings(url: str) -> Settings:
-    return Settings(database_url=url, tuning=EngineTuning(max_sleep_seconds=60.0))
+    return Settings(database_url=url)
+
+
+#: Looks at the store only when woken: what is measured is the wake-up.
+_PACING = Pacing(max_sleep_seconds=60.0)
 
 
 _SPEC = {"job_type": "stamp", "check_config": {}, "on_success_message": "x",
@@ -93,7 +98,7 @@ async def _wait_for(path: Path) -> float:
 async def same_process(url: str, rounds: int, directory: str) -> list[float]:
     latencies = []
     async with circleback.Engine(
-        _settings(url), plugins=[StampPlugin(directory)], load_entry_points=False
+        _settings(url), plugins=[StampPlugin(directory)], load_entry_points=False, pacing=_PACING
     ) as engine:
         await anyio.sleep(0.5)
         for _ in range(rounds):
@@ -115,7 +120,7 @@ async def other_process(url: str, rounds: int, directory: str) -> list[float]:
     try:
         async with circleback.Engine(
             _settings(url), plugins=[StampPlugin(directory)], load_entry_points=False,
-            worker=False,
+            worker=False, pacing=_PACING,
         ) as engine:
             await anyio.sleep(0.5)
             for _ in range(rounds):
@@ -131,7 +136,7 @@ async def other_process(url: str, rounds: int, directory: str) -> list[float]:
 
 async def serve(url: str, directory: str) -> None:
     async with circleback.Engine(
-        _settings(url), plugins=[StampPlugin(directory)], load_entry_points=False
+        _settings(url), plugins=[StampPlugin(directory)], load_entry_points=False, pacing=_PACING
     ):
         print("READY", flush=True)
         await anyio.sleep_forever()

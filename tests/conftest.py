@@ -13,6 +13,7 @@ import circleback
 from circleback import Caller, EngineTuning, Limits, Settings
 
 from . import services
+from .pacing import QUICK
 
 #: Limits for tests: intervals down to 10 ms so polls can be watched in real time.
 TEST_LIMITS = Limits(min_interval_seconds=0.01)
@@ -45,15 +46,15 @@ def sqlite_url(tmp_path: Any) -> str:
 
 @pytest.fixture
 def make_settings(store_url: str) -> Callable[..., Settings]:
-    """Settings on the test's store, with test limits and quick engine tuning."""
+    """Settings on the test's store, with test limits and short timeouts and leases.
+
+    Engines on them take ``pacing=QUICK`` (tests/pacing.py) to look at the store often.
+    """
 
     def make(**overrides: Any) -> Settings:
         tuning = overrides.pop("tuning", None) or EngineTuning(
-            max_sleep_seconds=0.05,
             check_timeout_seconds=5.0,
             lease_seconds=10.0,
-            delivery_backoff_seconds=0.05,
-            delivery_backoff_max_seconds=0.5,
             shutdown_grace_seconds=2.0,
         )
         values: dict[str, Any] = {"database_url": store_url, "limits": TEST_LIMITS,
@@ -72,7 +73,7 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
 @pytest.fixture
 async def engine(settings: Settings) -> AsyncIterator[circleback.Engine]:
     """A running engine (worker loops on) on the test's store."""
-    async with circleback.Engine(settings, load_entry_points=False) as running:
+    async with circleback.Engine(settings, load_entry_points=False, pacing=QUICK) as running:
         yield running
 
 

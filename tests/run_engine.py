@@ -17,6 +17,7 @@ import anyio
 
 import circleback
 from circleback import EngineTuning, Settings
+from circleback.engine.pacing import Pacing
 
 from .plugins_for_subprocess import SlowPlugin
 
@@ -24,15 +25,17 @@ from .plugins_for_subprocess import SlowPlugin
 TUNING = EngineTuning(
     lease_seconds=1.5,
     check_timeout_seconds=1.0,
-    max_sleep_seconds=0.2,
     shutdown_grace_seconds=0.5,
 )
+PACING = Pacing(max_sleep_seconds=0.2)
 
 
 async def run(database_url: str, until_idle: bool) -> None:
     settings = Settings(database_url=database_url, tuning=TUNING)
     async with (
-        circleback.Engine(settings, plugins=[SlowPlugin()], load_entry_points=False) as engine,
+        circleback.Engine(
+            settings, plugins=[SlowPlugin()], load_entry_points=False, pacing=PACING
+        ) as engine,
         anyio.create_task_group() as group,
     ):
         logging.getLogger("run_engine").info("engine %s running", engine.worker_id)

@@ -32,6 +32,8 @@ from circleback.core.models import DeliveryStatus
 from circleback.store.store import Store
 from circleback.testing import RecordingNotifier
 
+from .pacing import QUICK
+
 TRIALS = 200
 AT_ONCE = 10
 
@@ -105,7 +107,7 @@ async def test_no_message_is_ever_sent_for_a_job_whose_cancel_won(
         reported[job.id] = cancelled.status
 
     async with circleback.Engine(make_settings(), plugins=[plugin],
-                                 load_entry_points=False) as engine:
+                                 load_entry_points=False, pacing=QUICK) as engine:
         for _ in range(TRIALS // AT_ONCE):
             async with anyio.create_task_group() as group:
                 for _ in range(AT_ONCE):

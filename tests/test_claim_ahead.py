@@ -1,6 +1,6 @@
 """Claims that reach ahead, and results recorded in batches.
 
-A worker leases the jobs falling due within ``claim_ahead_seconds`` and starts
+A worker leases the jobs falling due within its claim's reach and starts
 each in memory the moment it falls due: a job is never checked early, a
 cancel of a job claimed ahead means its check never runs, and a stopping
 worker gives such jobs back at once. A steady trickle of due jobs is claimed
@@ -23,17 +23,22 @@ from circleback import Caller, EngineTuning, JobStatus, Settings
 from circleback.store.store import Store
 from circleback.testing import ManualClock, TestingPlugin
 
+from .pacing import Pacing
+
 POLL: dict[str, Any] = {"job_type": "scripted", "check_config": {}, "on_success_message": "ok",
                         "on_complete": "record", "interval_seconds": 5}
 
 
 def _tuning(**overrides: Any) -> EngineTuning:
     values: dict[str, Any] = {
-        "max_sleep_seconds": 0.05, "check_timeout_seconds": 5.0, "lease_seconds": 10.0,
-        "shutdown_grace_seconds": 2.0, "claim_ahead_seconds": 1.0,
+        "check_timeout_seconds": 5.0, "lease_seconds": 10.0, "shutdown_grace_seconds": 2.0,
     }
     values.update(overrides)
     return EngineTuning(**values)
+
+
+#: The store looked at every 50 ms; claims reach 1 s ahead.
+_PACING = Pacing(max_sleep_seconds=0.05, claim_ahead_seconds=1.0)
 
 
 async def _until(condition: Callable[[], Awaitable[bool]], what: str) -> None:
@@ -55,7 +60,7 @@ async def _a_job_claimed_ahead(
     plugin = TestingPlugin()
     clock = ManualClock()
     async with circleback.Engine(
-        settings, plugins=[plugin], load_entry_points=False, clock=clock
+        settings, plugins=[plugin], load_entry_points=False, pacing=_PACING, clock=clock
     ) as engine:
         added = await engine.scheduler.add_job(caller, POLL)
 
@@ -120,7 +125,8 @@ async def test_a_stopping_worker_gives_back_jobs_claimed_ahead_without_waiting_f
         async with _a_job_claimed_ahead(settings, caller) as (_, plugin, clock, job):
             pass
     async with circleback.Engine(
-        settings, plugins=[plugin], load_entry_points=False, worker=False, clock=clock
+        settings, plugins=[plugin], load_entry_points=False, pacing=_PACING, worker=False,
+        clock=clock,
     ) as facade:
         stored = await facade.scheduler.get_job(caller, job.id)
     assert stored.lease_owner is None and stored.lease_expires_at is None
@@ -158,15 +164,16 @@ async def test_a_steady_trickle_of_due_jobs_takes_few_claims_and_few_writes(
     claims and writes serve them all; claiming only what is due takes one claim per
     job or two (the second case shows that the counts tell the two apart)."""
     count = 60
-    tuning = _tuning(max_sleep_seconds=1.0, claim_ahead_seconds=ahead,
-                     record_linger_seconds=linger)
+    pacing = Pacing(max_sleep_seconds=1.0, claim_ahead_seconds=ahead,
+                    record_linger_seconds=linger)
     store = CountingStore(store_url)
     plugin = TestingPlugin()
     specs = [{"job_type": "delay", "check_config": {"delay_seconds": 0.5 + 0.025 * index},
               "on_success_message": "done", "on_complete": "record"} for index in range(count)]
     try:
         async with circleback.Engine(
-            make_settings(tuning=tuning), store=store, plugins=[plugin], load_entry_points=False
+            make_settings(tuning=_tuning()), store=store, plugins=[plugin],
+            load_entry_points=False, pacing=pacing,
         ) as engine:
             await engine.scheduler.add_jobs(caller, specs)
             with anyio.fail_after(30):

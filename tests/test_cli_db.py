@@ -32,6 +32,8 @@ from circleback.store.store import Store
 from circleback.store.workers import record_heartbeat
 from circleback.testing import TestingPlugin
 
+from .pacing import QUICK, Pacing
+
 CIRCLEBACK = Path(sys.executable).with_name("circleback")
 HEAD = migrate.head_revision()
 
@@ -183,18 +185,18 @@ async def test_workers_shows_engines_with_heartbeat_jobs_held_and_stopped_state(
 ) -> None:
     settings = make_settings(
         database_url=store_url,
-        tuning=EngineTuning(max_sleep_seconds=0.05, check_timeout_seconds=5.0,
-                            lease_seconds=10.0, heartbeat_seconds=0.1,
+        tuning=EngineTuning(check_timeout_seconds=5.0, lease_seconds=10.0,
                             shutdown_grace_seconds=0.5),
     )
+    pacing = Pacing(max_sleep_seconds=0.05, heartbeat_seconds=0.1)
     async with circleback.Engine(
-        settings, load_entry_points=False, worker_id="w-finished"
+        settings, load_entry_points=False, pacing=pacing, worker_id="w-finished"
     ) as finished:  # a worker shows up as soon as it started
         assert "w-finished" in {worker.worker_id for worker in await finished.store.list_workers()}
     plugin = TestingPlugin()
     plugin.checker.gate = anyio.Event()
     async with circleback.Engine(
-        settings, plugins=[plugin], load_entry_points=False, worker_id="w-busy"
+        settings, plugins=[plugin], load_entry_points=False, pacing=pacing, worker_id="w-busy"
     ) as engine:
         await engine.scheduler.add_job(
             caller, {"job_type": "scripted", "check_config": {}, "on_success_message": "ok",
@@ -248,15 +250,15 @@ async def test_expired_leases_of_a_dead_worker_are_taken_back_and_logged(
     caplog.set_level(logging.WARNING, logger="circleback.engine")
     settings = make_settings(
         database_url=store_url,
-        tuning=EngineTuning(max_sleep_seconds=0.05, check_timeout_seconds=3.5,
-                            lease_seconds=4.0, max_concurrent_checks=1,
-                            shutdown_grace_seconds=0.5),
+        tuning=EngineTuning(check_timeout_seconds=3.5, lease_seconds=4.0,
+                            max_concurrent_checks=1, shutdown_grace_seconds=0.5),
     )
+    pacing = Pacing(max_sleep_seconds=0.05)
     plugin = TestingPlugin()
     spec: dict[str, Any] = {"job_type": "scripted", "check_config": {},
                             "on_success_message": "done {job_id}", "on_complete": "record"}
     async with circleback.Engine(
-        settings, plugins=[plugin], load_entry_points=False, worker=False
+        settings, plugins=[plugin], load_entry_points=False, pacing=pacing, worker=False
     ) as facade:
         busy = await facade.scheduler.add_job(caller, spec)
         orphans = [await facade.scheduler.add_job(caller, spec) for _ in range(3)]
@@ -271,7 +273,9 @@ async def test_expired_leases_of_a_dead_worker_are_taken_back_and_logged(
         plugin.checker.push(job.id, CheckOutcome.met({"job": str(job.id)}))
 
     plugin.checker.gate = anyio.Event()
-    async with circleback.Engine(settings, plugins=[plugin], load_entry_points=False) as engine:
+    async with circleback.Engine(
+        settings, plugins=[plugin], load_entry_points=False, pacing=pacing
+    ) as engine:
         with anyio.fail_after(10):
             while not _messages(caplog.records, "took back"):
                 await anyio.sleep(0.02)
@@ -306,7 +310,7 @@ async def test_a_claim_that_takes_over_expired_leases_logs_whose_they_were(
     spec: dict[str, Any] = {"job_type": "scripted", "check_config": {},
                             "on_success_message": "done", "on_complete": "record"}
     async with circleback.Engine(
-        settings, plugins=[TestingPlugin()], load_entry_points=False, worker=False
+        settings, plugins=[TestingPlugin()], load_entry_points=False, pacing=QUICK, worker=False
     ) as facade:
         store = facade.store
         orphans = [await facade.scheduler.add_job(caller, spec) for _ in range(2)]

@@ -16,6 +16,8 @@ from circleback.core.models import DeliveryStatus
 from circleback.notifiers.notify import NotifyNotifier
 from circleback.testing import ManualClock, TestingPlugin
 
+from .pacing import QUICK
+
 
 async def test_delay_job_fires_once_and_notifies_on_stdout(
     make_settings: Callable[..., Settings],
@@ -24,7 +26,7 @@ async def test_delay_job_fires_once_and_notifies_on_stdout(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     settings = make_settings(database_url=store_url)
-    async with circleback.Engine(settings, load_entry_points=False) as engine:
+    async with circleback.Engine(settings, load_entry_points=False, pacing=QUICK) as engine:
         job = await engine.scheduler.add_job(
             caller,
             {"job_type": "delay", "check_config": {"delay_seconds": 0.2},
@@ -57,7 +59,7 @@ async def test_poll_fails_after_max_attempts_with_default_message(
     async with circleback.Engine(
         make_settings(database_url=store_url),
         plugins=[plugin],
-        load_entry_points=False,
+        load_entry_points=False, pacing=QUICK,
         worker=False,
         clock=clock,
     ) as engine:
@@ -90,7 +92,8 @@ async def test_cancel_wins_over_a_check_in_flight(
     plugin = TestingPlugin()
     plugin.checker.gate = anyio.Event()
     async with circleback.Engine(
-        make_settings(database_url=store_url), plugins=[plugin], load_entry_points=False
+        make_settings(database_url=store_url), plugins=[plugin], load_entry_points=False,
+        pacing=QUICK,
     ) as engine:
         job = await engine.scheduler.add_job(
             caller,
@@ -121,7 +124,7 @@ async def test_an_engine_left_at_once_stops_at_once(
 ) -> None:
     settings = make_settings(database_url=store_url)
     with anyio.fail_after(30):
-        async with circleback.Engine(settings, load_entry_points=False):
+        async with circleback.Engine(settings, load_entry_points=False, pacing=QUICK):
             pass
 
 
@@ -137,7 +140,7 @@ async def test_a_batch_of_results_equal_in_value_but_not_in_type_is_recorded_exa
             "on_complete": "record", "interval_seconds": 5, "max_attempts": 3}
     async with circleback.Engine(
         make_settings(database_url=store_url), plugins=[plugin], load_entry_points=False,
-        worker=False, clock=clock,
+        pacing=QUICK, worker=False, clock=clock,
     ) as engine:
         added = [(await engine.scheduler.add_job(caller, spec), result)
                  for result in results for _ in range(2)]
@@ -172,12 +175,14 @@ async def test_a_finished_jobs_message_goes_straight_to_the_deliverer(
             "on_complete": "record"}
     settings = make_settings(database_url=store_url)
     async with circleback.Engine(
-        settings, plugins=[plugin], load_entry_points=False, worker=False
+        settings, plugins=[plugin], load_entry_points=False, pacing=QUICK, worker=False
     ) as facade:
         jobs = [await facade.scheduler.add_job(caller, spec) for _ in range(20)]
     for job in jobs:
         plugin.checker.push(job.id, CheckOutcome.met())
-    async with circleback.Engine(settings, plugins=[plugin], load_entry_points=False) as engine:
+    async with circleback.Engine(
+        settings, plugins=[plugin], load_entry_points=False, pacing=QUICK
+    ) as engine:
         claimed: list[int] = []
         claim = engine.store.claim_deliveries
 

@@ -48,6 +48,7 @@ import json, sys
 import anyio
 import circleback
 from circleback import Caller, EngineTuning, Limits, Settings
+from circleback.engine.pacing import Pacing
 
 database, spec, allow, lazy = sys.argv[1], *(json.loads(arg) for arg in sys.argv[2:5])
 
@@ -56,11 +57,11 @@ async def main() -> dict:
     settings = Settings(
         database_url=f"sqlite:///{database}",
         limits=Limits(min_interval_seconds=0.01),
-        tuning=EngineTuning(max_sleep_seconds=0.05, check_timeout_seconds=5.0,
-                            shutdown_grace_seconds=2.0),
+        tuning=EngineTuning(check_timeout_seconds=5.0, shutdown_grace_seconds=2.0),
         allow_networks=tuple(allow),
     )
-    async with circleback.Engine(settings, load_entry_points=False) as engine:
+    pacing = Pacing(max_sleep_seconds=0.05)
+    async with circleback.Engine(settings, load_entry_points=False, pacing=pacing) as engine:
         registered = {"checkers": sorted(engine.plugins.checkers),
                       "notifiers": sorted(engine.plugins.notifiers)}
         caller = Caller(user_id="u1", platform="test", platform_channel_id="C1")

@@ -22,10 +22,12 @@ import sqlalchemy as sa
 import circleback
 from circleback import Caller, CheckOutcome, Job, Limits, Runtime, Settings
 from circleback.core.state import Transition
-from circleback.engine.engine import _TRANSITIONS_BETWEEN_TURNS
+from circleback.engine.checks import _TRANSITIONS_BETWEEN_TURNS
 from circleback.store.sql import _MANY_SLICE
 from circleback.store.store import Store
 from circleback.testing import ScriptedChecker, TestingPlugin
+
+from .pacing import QUICK
 
 _OUTBOX_INSERT = "insert into circleback_outbox"
 #: Enough jobs for several turns and several slices.
@@ -126,7 +128,8 @@ async def test_turning_many_results_into_transitions_lets_other_tasks_run(
         async with anyio.create_task_group() as group:
             group.start_soon(ticker.run)
             async with circleback.Engine(
-                settings, store=store, plugins=[plugin], load_entry_points=False, worker=False
+                settings, store=store, plugins=[plugin], load_entry_points=False,
+                pacing=QUICK, worker=False,
             ) as engine:
                 await _add(engine, caller, _JOBS)
                 with anyio.fail_after(30):
@@ -147,7 +150,7 @@ async def test_a_large_batch_of_rows_reaches_the_driver_in_slices(
     plugin.checker.default = CheckOutcome.met("ready")
     settings = _settings(make_settings, store_url)
     async with circleback.Engine(
-        settings, plugins=[plugin], load_entry_points=False, worker=False
+        settings, plugins=[plugin], load_entry_points=False, pacing=QUICK, worker=False
     ) as engine:
         await _add(engine, caller, _JOBS)
         calls: list[int] = []

@@ -31,6 +31,8 @@ from circleback.store.schema import jobs, metadata, outbox
 from circleback.store.store import Store
 from circleback.testing import TestingPlugin
 
+from .pacing import QUICK
+
 FIRST_RELEASED = "0001"
 OUR_TABLES = {"circleback_jobs", "circleback_outbox", "circleback_workers"}
 
@@ -198,7 +200,7 @@ async def test_first_released_schema_is_refused_until_upgraded_then_its_jobs_run
     plugin = TestingPlugin()
     async with circleback.Engine(
         make_settings(database_url=store_url), plugins=[plugin], load_entry_points=False,
-        worker=False,
+        pacing=QUICK, worker=False,
     ) as engine:
         kept = await engine.scheduler.get_job(caller, job_id)
         assert kept.status is JobStatus.ACTIVE

@@ -24,6 +24,7 @@ from circleback.testing import TestingPlugin
 
 from . import services
 from .conftest import TEST_LIMITS
+from .pacing import QUICK, Pacing
 from .subscriber import Subscriber
 
 pytestmark = pytest.mark.redis
@@ -49,7 +50,9 @@ async def test_subscriber_gets_the_documented_json_once_per_finished_job(
     settings = make_settings(redis_url=redis_url)
     with Subscriber(redis_url, channel_for(caller.platform)) as mine, \
             Subscriber(redis_url, channel_for(other.platform)) as theirs:
-        async with circleback.Engine(settings, plugins=[plugin], load_entry_points=False) as engine:
+        async with circleback.Engine(
+            settings, plugins=[plugin], load_entry_points=False, pacing=QUICK
+        ) as engine:
             done = await engine.scheduler.add_job(
                 caller, delay_job("build {job_id} done: {result}", workflow_id=workflow))
             failed = await engine.scheduler.add_job(caller, {
@@ -96,7 +99,7 @@ async def test_no_subscriber_is_retried_until_one_listens(
     make_settings: Callable[..., Settings], caller: Caller, redis_url: str
 ) -> None:
     settings = make_settings(redis_url=redis_url)
-    async with circleback.Engine(settings, load_entry_points=False) as engine:
+    async with circleback.Engine(settings, load_entry_points=False, pacing=QUICK) as engine:
         job = await engine.scheduler.add_job(caller, delay_job())
         with anyio.fail_after(15):
             while True:
@@ -125,7 +128,7 @@ async def test_fire_and_forget_accepts_zero_subscribers(
     make_settings: Callable[..., Settings], caller: Caller, redis_url: str
 ) -> None:
     settings = make_settings(redis_url=redis_url, notify_require_subscriber=False)
-    async with circleback.Engine(settings, load_entry_points=False) as engine:
+    async with circleback.Engine(settings, load_entry_points=False, pacing=QUICK) as engine:
         await engine.scheduler.add_job(caller, delay_job())
         with anyio.fail_after(15):
             await engine.wait_until_idle(poll_seconds=0.02)
@@ -138,11 +141,11 @@ async def test_fire_and_forget_accepts_zero_subscribers(
 async def test_dead_letters_are_kept_and_listed_for_operators(
     make_settings: Callable[..., Settings], store_url: str, caller: Caller, redis_url: str
 ) -> None:
-    tuning = EngineTuning(max_sleep_seconds=0.05, check_timeout_seconds=5.0, lease_seconds=10.0,
-                          delivery_backoff_seconds=0.02, delivery_backoff_max_seconds=0.05,
-                          delivery_max_attempts=3)
+    tuning = EngineTuning(check_timeout_seconds=5.0, lease_seconds=10.0)
+    pacing = Pacing(max_sleep_seconds=0.05, delivery_backoff_seconds=0.02,
+                    delivery_backoff_max_seconds=0.05, delivery_max_attempts=3)
     settings = make_settings(redis_url=redis_url, tuning=tuning)
-    async with circleback.Engine(settings, load_entry_points=False) as engine:
+    async with circleback.Engine(settings, load_entry_points=False, pacing=pacing) as engine:
         job = await engine.scheduler.add_job(caller, delay_job())
         with anyio.fail_after(15):
             await engine.wait_until_idle(poll_seconds=0.02)
@@ -182,15 +185,18 @@ async def test_redis_outage_while_jobs_finish_loses_nothing(
         services.unavailable(str(exc))
     await anyio.to_thread.run_sync(server.start)
     total = 200
-    tuning = EngineTuning(max_sleep_seconds=0.05, check_timeout_seconds=5.0, lease_seconds=10.0,
-                          delivery_backoff_seconds=0.02, delivery_backoff_max_seconds=0.2,
-                          delivery_max_attempts=10_000, shutdown_grace_seconds=2.0)
+    tuning = EngineTuning(check_timeout_seconds=5.0, lease_seconds=10.0,
+                          shutdown_grace_seconds=2.0)
+    pacing = Pacing(max_sleep_seconds=0.05, delivery_backoff_seconds=0.02,
+                    delivery_backoff_max_seconds=0.2, delivery_max_attempts=10_000)
     # One user adds all 200: the adding must not depend on earlier jobs finishing in time.
     limits = attrs.evolve(TEST_LIMITS, max_active_jobs_per_user=total)
     settings = make_settings(redis_url=server.url, tuning=tuning, limits=limits)
     try:
         with Subscriber(server.url, channel_for(caller.platform)) as bot:
-            async with circleback.Engine(settings, load_entry_points=False) as engine:
+            async with circleback.Engine(
+                settings, load_entry_points=False, pacing=pacing
+            ) as engine:
                 jobs = [
                     await engine.scheduler.add_job(
                         caller, delay_job("job {job_id}", delay=0.05 + 0.004 * number))

@@ -20,7 +20,8 @@ from datetime import UTC, datetime, timedelta
 import anyio
 
 from circleback.core.clock import SystemClock
-from circleback.engine.pipeline import DENSE_COMPANY, DENSE_STREAM, WorkPipeline
+from circleback.engine.pipeline import PipelineConfig, WorkPipeline
+from circleback.engine.timers import DENSE_COMPANY, DENSE_STREAM
 
 Item = tuple[str, datetime]
 
@@ -33,13 +34,24 @@ class ListedItems:
         self.started: dict[str, float] = {}
         self.recorded: list[str] = []
         self.batches: list[int] = []
+        #: How long a result may wait to be recorded with others.
+        self.linger = 0.0
 
     async def claim(self, wanted: int, lookahead: float) -> list[Item]:
         taken, self.items = self.items[:wanted], self.items[wanted:]
         return taken
 
-    async def work(self, item: Item) -> None:
+    async def run_one(self, item: Item) -> None:
         self.started[item[0]] = time.time()
+
+    def timed_out(self, item: Item) -> None:
+        return None
+
+    def due_at(self, item: Item) -> datetime:
+        return item[1]
+
+    def linger_for(self, item: Item, result: None) -> float:
+        return self.linger
 
     async def record(self, results: list[tuple[Item, None]]) -> datetime | None:
         self.recorded.extend(item[0] for item, _ in results)
@@ -56,14 +68,13 @@ class ListedItems:
 def _pipeline(source: ListedItems, *, capacity: int, batch: int, slack: float = 0.0,
               dense_slack: float = 0.0, lookahead: float = 10.0,
               linger: float = 0.0) -> WorkPipeline[Item, None]:
-    return WorkPipeline[Item, None](
-        name="test", claim=source.claim, work=source.work, record=source.record,
-        release=source.release, next_due=source.next_due, clock=SystemClock(),
+    source.linger = linger
+    config = PipelineConfig(
         capacity=capacity, batch_size=batch, max_sleep_seconds=0.05,
-        logger=logging.getLogger("test"), due_at=lambda item: item[1],
-        lookahead_seconds=lookahead, timer_slack_seconds=slack,
-        dense_slack_seconds=dense_slack, record_linger_seconds=linger,
+        lookahead_seconds=lookahead, timer_slack_seconds=slack, dense_slack_seconds=dense_slack,
     )
+    logger = logging.getLogger("test")
+    return WorkPipeline[Item, None]("test", source, config, SystemClock(), logger)
 
 
 @contextlib.asynccontextmanager
@@ -169,9 +180,9 @@ class TrickleItems(ListedItems):
             items.append((name, datetime.now(UTC)))
         return items
 
-    async def work(self, item: Item) -> None:
+    async def run_one(self, item: Item) -> None:
         await self.finish[item[0]].wait()
-        await super().work(item)
+        await super().run_one(item)
 
 
 async def test_a_full_pipeline_claims_again_only_when_half_a_batch_has_room() -> None:
@@ -202,13 +213,14 @@ async def test_a_full_pipeline_claims_again_only_when_half_a_batch_has_room() ->
 def _count_dispatcher_passes(pipeline: WorkPipeline[Item, None]) -> list[int]:
     """Count the dispatcher's passes: each begins by moving due items to the queue."""
     passes = [0]
-    release_due = pipeline._release_due
+    workers = pipeline._workers
+    move_due = workers._move_due
 
     def counted() -> None:
         passes[0] += 1
-        release_due()
+        move_due()
 
-    pipeline._release_due = counted  # type: ignore[method-assign]
+    workers._move_due = counted  # type: ignore[method-assign]
     return passes
 
 
@@ -241,9 +253,9 @@ async def test_a_dispatcher_with_every_worker_busy_waits_instead_of_spinning() -
 class SlowItems(ListedItems):
     """Items whose work waits a moment (a worker is stuck in each while it runs)."""
 
-    async def work(self, item: Item) -> None:
+    async def run_one(self, item: Item) -> None:
         await anyio.sleep(0.01)
-        await super().work(item)
+        await super().run_one(item)
 
 
 async def test_an_item_falling_due_costs_the_dispatcher_one_pass() -> None:
@@ -265,8 +277,8 @@ class HeldItems(ListedItems):
         super().__init__(items)
         self.hold: dict[str, anyio.Event] = {}
 
-    async def work(self, item: Item) -> None:
-        await super().work(item)
+    async def run_one(self, item: Item) -> None:
+        await super().run_one(item)
         if item[0] in self.hold:
             await self.hold[item[0]].wait()
 

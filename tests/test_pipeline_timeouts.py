@@ -1,7 +1,7 @@
 """The time limit on an item's work: a check or a delivery that hangs is cut off.
 
 Workers share one watchdog instead of a timer per item. An item that overruns
-is cut off at its limit and recorded with the pipeline's ``timed_out``
+is cut off at its limit and recorded with its source's ``timed_out``
 result, while the items beside it and behind it on the same worker go on as
 usual. The pipeline tests run for real on the wall clock; their store is a
 list. The engine test hangs a real delivery.
@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 import anyio
-import pytest
 
 import circleback
 from circleback import (
@@ -31,8 +29,10 @@ from circleback import (
 )
 from circleback.core.clock import SystemClock
 from circleback.core.models import DeliveryStatus
-from circleback.engine.pipeline import WorkPipeline
+from circleback.engine.pipeline import PipelineConfig, WorkPipeline
 from circleback.testing import TestingPlugin
+
+from .pacing import Pacing
 
 Item = tuple[str, datetime]
 
@@ -53,13 +53,22 @@ class HangingItems:
         taken, self.items = self.items[:wanted], self.items[wanted:]
         return taken
 
-    async def work(self, item: Item) -> str:
+    async def run_one(self, item: Item) -> str:
         self.started[item[0]] = anyio.current_time()
         if item[0].startswith("hang"):
             await self.let_go.wait()
         else:
             await anyio.sleep(0.01)  # a checkpoint: a quick item waits too
         return "done"
+
+    def timed_out(self, item: Item) -> str:
+        return _CUT_OFF
+
+    def due_at(self, item: Item) -> None:
+        return None
+
+    def linger_for(self, item: Item, result: str) -> float:
+        return 0.0
 
     async def record(self, results: list[tuple[Item, str]]) -> datetime | None:
         for (name, _), result in results:
@@ -74,13 +83,9 @@ class HangingItems:
 
 
 def _pipeline(source: HangingItems, *, capacity: int) -> WorkPipeline[Item, str]:
-    return WorkPipeline[Item, str](
-        name="test", claim=source.claim, work=source.work, record=source.record,
-        release=source.release, next_due=source.next_due, clock=SystemClock(),
-        capacity=capacity, batch_size=10, max_sleep_seconds=0.05,
-        logger=logging.getLogger("test"), timeout_seconds=_LIMIT,
-        timed_out=lambda item: _CUT_OFF,
-    )
+    config = PipelineConfig(capacity=capacity, batch_size=10, max_sleep_seconds=0.05,
+                            timeout_seconds=_LIMIT)
+    return WorkPipeline[Item, str]("test", source, config, SystemClock(), logging.getLogger("test"))
 
 
 async def _until(condition: Callable[[], bool]) -> None:
@@ -138,23 +143,6 @@ async def test_stepping_by_hand_cuts_off_a_hanging_item_too() -> None:
     assert source.results == {"hang-1": _CUT_OFF, "quick-1": "done"}
 
 
-def test_a_time_limit_needs_a_result_for_the_items_it_cuts_off() -> None:
-    source = HangingItems([])
-    with pytest.raises(ValueError, match="timed_out"):
-        WorkPipeline[Item, str](
-            name="test", claim=source.claim, work=source.work, record=source.record,
-            release=source.release, next_due=source.next_due, clock=SystemClock(),
-            capacity=1, batch_size=1, max_sleep_seconds=0.05,
-            logger=logging.getLogger("test"), timeout_seconds=_LIMIT,
-        )
-    unlimited = WorkPipeline[Item, str](
-        name="test", claim=source.claim, work=source.work, record=source.record,
-        release=source.release, next_due=source.next_due, clock=SystemClock(),
-        capacity=1, batch_size=1, max_sleep_seconds=0.05, logger=logging.getLogger("test"),
-    )
-    assert unlimited.in_flight == 0 and math.isinf(unlimited._timeout)
-
-
 class HangingNotifier(Notifier):
     """A notifier whose first delivery never answers; later ones go through."""
 
@@ -183,11 +171,11 @@ class HangingNotifierPlugin:
 
 async def test_a_hanging_delivery_is_cut_off_and_tried_again(caller: Caller) -> None:
     notifier = HangingNotifier()
-    tuning = EngineTuning(delivery_timeout_seconds=_LIMIT, delivery_backoff_seconds=0.05,
-                          max_sleep_seconds=0.05)
-    settings = Settings(database_url="sqlite://", tuning=tuning)
+    settings = Settings(database_url="sqlite://",
+                        tuning=EngineTuning(delivery_timeout_seconds=_LIMIT))
+    pacing = Pacing(delivery_backoff_seconds=0.05, max_sleep_seconds=0.05)
     async with Engine(settings, plugins=[TestingPlugin(), HangingNotifierPlugin(notifier)],
-                      load_entry_points=False) as engine:
+                      load_entry_points=False, pacing=pacing) as engine:
         job = await engine.scheduler.add_job(caller, {
             "job_type": "delay", "check_config": {"delay_seconds": 0.01},
             "on_success_message": "done", "on_complete": "hanging",

@@ -75,10 +75,10 @@ class SlowPlugin:
 async def test_a_slow_delivery_in_flight_is_not_polled_for(
     make_settings: Callable[..., Settings], store_url: str, caller: Caller
 ) -> None:
-    # The longest sleep is a second: without the fix the deliverer asked the store
-    # again and again (about a hundred times here) while the message was out.
-    settings = make_settings(tuning=EngineTuning(max_sleep_seconds=1.0, lease_seconds=40.0,
-                                                 check_timeout_seconds=5.0))
+    # The longest sleep is a second (the engine's own pacing): without the fix the
+    # deliverer asked the store again and again (about a hundred times here) while the
+    # message was out.
+    settings = make_settings(tuning=EngineTuning(lease_seconds=40.0, check_timeout_seconds=5.0))
     store = CountingStore(store_url)
     plugin = SlowPlugin()
     spec: dict[str, Any] = {"job_type": "delay", "check_config": {"delay_seconds": 0.05},

@@ -30,6 +30,7 @@ from circleback.engine.plugins import make_plugin_manager
 from circleback.testing import ManualClock, TestingPlugin
 
 from .http_servers import HttpServer, Reply, Request, json_reply
+from .pacing import QUICK
 from .services import free_port
 
 
@@ -78,7 +79,7 @@ async def stepping(
 ) -> AsyncIterator[tuple[circleback.Engine, TestingPlugin]]:
     testing = TestingPlugin()
     async with circleback.Engine(
-        settings, plugins=[testing, *plugins], load_entry_points=False, worker=False,
+        settings, plugins=[testing, *plugins], load_entry_points=False, pacing=QUICK, worker=False,
         clock=clock or ManualClock(),
     ) as engine, await engine.start_plugins():
         yield engine, testing
@@ -103,7 +104,9 @@ async def test_task_status_completes_after_k_polls_with_the_result_in_the_messag
     server, module = service
     settings = make_settings(modules={"deployer": server.url})
     plugin = TestingPlugin()
-    async with circleback.Engine(settings, plugins=[plugin], load_entry_points=False) as engine:
+    async with circleback.Engine(
+        settings, plugins=[plugin], load_entry_points=False, pacing=QUICK
+    ) as engine:
         job = await engine.scheduler.add_job(
             caller, poll("deployer.task_status", {"task_id": "t-42"}, interval_seconds=0.02)
         )
@@ -319,7 +322,9 @@ async def test_bad_config_names_the_field_and_writes_nothing(
     reason: str,
 ) -> None:
     settings = make_settings(modules={"deployer": "http://deployer.internal:8000"})
-    async with circleback.Engine(settings, load_entry_points=False, worker=False) as engine:
+    async with circleback.Engine(
+        settings, load_entry_points=False, pacing=QUICK, worker=False
+    ) as engine:
         spec = {"job_type": "poll_module", "check_config": config, "on_success_message": "ok"}
         with pytest.raises(ValidationError) as caught:
             await engine.scheduler.add_job(caller, spec)

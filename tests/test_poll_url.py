@@ -40,6 +40,7 @@ from circleback.net.httpclient import make_http_client
 from circleback.testing import ManualClock, TestingPlugin
 
 from .http_servers import HttpServer, Reply, Request, blocks, json_reply, sequence
+from .pacing import QUICK, Pacing
 from .services import free_port
 
 LOOPBACK = ("127.0.0.1/32",)
@@ -63,7 +64,7 @@ async def stepping(
     """An engine without worker loops (the test steps it) whose plugins are started."""
     plugin = TestingPlugin()
     async with circleback.Engine(
-        settings, plugins=[plugin], load_entry_points=False, worker=False,
+        settings, plugins=[plugin], load_entry_points=False, pacing=QUICK, worker=False,
         clock=clock or ManualClock(),
     ) as engine, await engine.start_plugins():
         yield engine, plugin
@@ -133,7 +134,7 @@ async def test_json_health_body_flips_from_starting_to_ok(
     with HttpServer(app) as server:
         plugin = TestingPlugin()
         async with circleback.Engine(
-            local_settings(), plugins=[plugin], load_entry_points=False
+            local_settings(), plugins=[plugin], load_entry_points=False, pacing=QUICK
         ) as engine:
             job = await engine.scheduler.add_job(
                 caller,
@@ -310,13 +311,14 @@ async def test_total_timeout_cuts_a_body_that_trickles(
 async def test_a_hanging_server_is_cut_off_while_other_jobs_keep_being_checked(
     make_settings: Callable[..., Settings], caller: Caller
 ) -> None:
-    tuning = EngineTuning(max_sleep_seconds=0.05, check_timeout_seconds=3.0, lease_seconds=10.0,
+    tuning = EngineTuning(check_timeout_seconds=3.0, lease_seconds=10.0,
                           shutdown_grace_seconds=0.2)
     settings = make_settings(allow_networks=LOOPBACK, tuning=tuning)
     with HttpServer(sequence(Reply(hang=True))) as hanging, \
             HttpServer(sequence(json_reply({"state": "busy"}))) as fast:
         async with circleback.Engine(
-            settings, plugins=[TestingPlugin()], load_entry_points=False
+            settings, plugins=[TestingPlugin()], load_entry_points=False,
+            pacing=Pacing(max_sleep_seconds=0.05),
         ) as engine:
             stuck = await engine.scheduler.add_job(
                 caller, poll(f"{hanging.url}/stuck", interval_seconds=0.02, max_attempts=100)
@@ -700,7 +702,9 @@ async def test_bad_config_names_the_field_and_writes_nothing(
     reason: str,
 ) -> None:
     settings = local_settings(allow_networks=())
-    async with circleback.Engine(settings, load_entry_points=False, worker=False) as engine:
+    async with circleback.Engine(
+        settings, load_entry_points=False, pacing=QUICK, worker=False
+    ) as engine:
         spec = {"job_type": "poll_url", "check_config": config, "on_success_message": "ok"}
         with pytest.raises(ValidationError) as caught:
             await engine.scheduler.add_job(caller, spec)

@@ -1,8 +1,8 @@
 """How long a check's result waits before it is recorded with others.
 
 A result that finishes a job carries a message someone waits for: it goes out
-within ``record_linger_seconds``. A poll that answered "not yet" is not due
-again for a while, so its result may wait longer (``not_yet_linger_seconds``)
+within ``Pacing.record_linger_seconds``. A poll that answered "not yet" is not
+due again for a while, so its result may wait longer (``not_yet_linger_seconds``)
 and share a transaction with many others — but it must be written before the
 claim that would take the job's next check, or that claim would find the job
 still leased and miss it. The pipeline tests run for real on the wall clock;
@@ -24,10 +24,10 @@ from hypothesis import strategies as st
 from circleback import CheckOutcome, Job, Settings
 from circleback.core.clock import ManualClock, SystemClock
 from circleback.core.models import CheckStatus
-from circleback.core.settings import EngineTuning
 from circleback.core.state import CheckResult, apply_event, ends_job, next_interval
 from circleback.engine.engine import Engine
-from circleback.engine.pipeline import WorkPipeline
+from circleback.engine.pacing import Pacing
+from circleback.engine.pipeline import PipelineConfig, WorkPipeline
 
 from .test_state_machine import jobs
 
@@ -49,9 +49,18 @@ class RecordedBatches:
         taken, self.items = self.items[:wanted], self.items[wanted:]
         return taken
 
-    async def work(self, item: Item) -> str:
+    async def run_one(self, item: Item) -> str:
         self.worked.append(item[0])
         return item[0]
+
+    def timed_out(self, item: Item) -> str:
+        return "timed out"
+
+    def due_at(self, item: Item) -> None:
+        return None
+
+    def linger_for(self, item: Item, result: str) -> float:
+        return 0.0 if result.startswith("urgent") else _CALM_SECONDS
 
     async def record(self, results: list[tuple[Item, str]]) -> datetime | None:
         self.batches.append([name for (name, _), _ in results])
@@ -68,18 +77,9 @@ class RecordedBatches:
         return [name for batch in self.batches for name in batch]
 
 
-def _calm_unless_urgent(item: Item, result: str) -> float:
-    return 0.0 if result.startswith("urgent") else _CALM_SECONDS
-
-
 def _pipeline(source: RecordedBatches) -> WorkPipeline[Item, str]:
-    return WorkPipeline[Item, str](
-        name="test", claim=source.claim, work=source.work, record=source.record,
-        release=source.release, next_due=source.next_due, clock=SystemClock(),
-        capacity=50, batch_size=50, max_sleep_seconds=0.05,
-        logger=logging.getLogger("test"), record_linger_seconds=0.0,
-        linger_for=_calm_unless_urgent,
-    )
+    config = PipelineConfig(capacity=50, batch_size=50, max_sleep_seconds=0.05)
+    return WorkPipeline[Item, str]("test", source, config, SystemClock(), logging.getLogger("test"))
 
 
 async def _until(condition: Callable[[], bool]) -> None:
@@ -117,9 +117,9 @@ async def test_stopping_records_lingering_results_at_once() -> None:
     assert source.batches == [["calm-1", "calm-2"]]
 
 
-def _engine(tuning: EngineTuning, now: datetime) -> Engine:
-    return Engine(Settings(database_url="sqlite://", tuning=tuning), clock=ManualClock(now),
-                  load_entry_points=False, worker=False)
+def _engine(pacing: Pacing, now: datetime) -> Engine:
+    return Engine(Settings(database_url="sqlite://"), clock=ManualClock(now),
+                  load_entry_points=False, worker=False, pacing=pacing)
 
 
 @settings(max_examples=200)
@@ -133,20 +133,22 @@ def _engine(tuning: EngineTuning, now: datetime) -> Engine:
 def test_a_not_yet_result_never_waits_past_the_claim_of_the_next_check(
     job: Job, status: CheckStatus, late: float, ahead: float, not_yet_linger: float
 ) -> None:
-    tuning = EngineTuning(claim_ahead_seconds=ahead, not_yet_linger_seconds=not_yet_linger)
+    pacing = Pacing(claim_ahead_seconds=ahead, not_yet_linger_seconds=not_yet_linger)
     now = job.next_run_at + timedelta(seconds=late)
     outcome = CheckOutcome(status=status)
-    linger = _engine(tuning, now)._linger_for_check(job, outcome)
-    assert linger >= tuning.record_linger_seconds
+    engine = _engine(pacing, now)
+    linger = engine._checks.linger_for(job, outcome)
+    assert linger >= pacing.record_linger_seconds
     # ``ends_job`` says what the state machine does with the result.
     transition = apply_event(job, CheckResult(outcome), now)
     assert ends_job(job, outcome) is transition.job.status.is_final
     if ends_job(job, outcome):
-        assert linger == tuning.record_linger_seconds  # someone waits for its message
+        assert linger == pacing.record_linger_seconds  # someone waits for its message
         return
-    assert linger <= max(tuning.record_linger_seconds, not_yet_linger)
-    if linger > tuning.record_linger_seconds:
+    assert linger <= max(pacing.record_linger_seconds, not_yet_linger)
+    if linger > pacing.record_linger_seconds:
         # Written before the claim reaching ahead for the job's next check is due.
         step = next_interval(job, job.attempts + 1)
-        next_claim = job.next_run_at + timedelta(seconds=step - tuning.claim_ahead)
+        ahead_by = pacing.claim_ahead(engine.settings.tuning)
+        next_claim = job.next_run_at + timedelta(seconds=step - ahead_by)
         assert now + timedelta(seconds=linger) <= next_claim + timedelta(microseconds=1)

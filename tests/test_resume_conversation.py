@@ -20,6 +20,7 @@ from circleback.notifiers.notify import channel_for
 from . import services
 from .continue_server import HANG, Behaviour, ContinueServer
 from .http_servers import HttpServer, json_reply
+from .pacing import QUICK, Pacing
 from .subscriber import Subscriber
 
 pytestmark = pytest.mark.redis
@@ -46,9 +47,10 @@ def quick_resume(make_settings: Callable[..., Settings], **overrides: Any) -> Se
     return make_settings(**values)
 
 
-async def run_one_job(settings: Settings, caller: Caller, spec: dict[str, Any]) -> OutboxEntry:
+async def run_one_job(settings: Settings, caller: Caller, spec: dict[str, Any],
+                      pacing: Pacing = QUICK) -> OutboxEntry:
     """Add one job, let the engine finish and deliver it, and return its outbox row."""
-    async with circleback.Engine(settings, load_entry_points=False) as engine:
+    async with circleback.Engine(settings, load_entry_points=False, pacing=pacing) as engine:
         await engine.scheduler.add_job(caller, spec)
         with anyio.fail_after(20):
             await engine.wait_until_idle(poll_seconds=0.02)
@@ -58,7 +60,8 @@ async def run_one_job(settings: Settings, caller: Caller, spec: dict[str, Any]) 
 
 async def run_against_core(
     make_settings: Callable[..., Settings], caller: Caller, redis_url: str,
-    script: list[Behaviour], *, default: Behaviour = 200, **overrides: Any,
+    script: list[Behaviour], *, default: Behaviour = 200, pacing: Pacing = QUICK,
+    **overrides: Any,
 ) -> tuple[OutboxEntry, list[Any], list[dict[str, Any]]]:
     """One resume job against a core answering ``script`` then ``default``.
 
@@ -69,7 +72,7 @@ async def run_against_core(
             Subscriber(redis_url, channel_for(caller.platform)) as bot:
         settings = quick_resume(make_settings, redis_url=redis_url, core_url=core.url,
                                 **overrides)
-        entry = await run_one_job(settings, caller, resume_job())
+        entry = await run_one_job(settings, caller, resume_job(), pacing)
         return entry, core.requests, bot.messages
 
 
@@ -183,11 +186,11 @@ async def test_tries_stop_when_the_share_of_the_delivery_timeout_runs_out(
 ) -> None:
     # Tries of /continue may use half the engine's delivery timeout (1 s here), so the
     # notify fallback keeps the other half: the third try is never made.
-    tuning = EngineTuning(max_sleep_seconds=0.05, delivery_timeout_seconds=2.0,
-                          delivery_backoff_seconds=0.05)
+    tuning = EngineTuning(delivery_timeout_seconds=2.0)
+    pacing = Pacing(max_sleep_seconds=0.05, delivery_backoff_seconds=0.05)
     entry, requests, [fallback] = await run_against_core(
         make_settings, caller, redis_url, [], default=HANG, resume_timeout_seconds=0.6,
-        tuning=tuning)
+        tuning=tuning, pacing=pacing)
     assert fallback["notification_id"] == str(entry.id)
     assert entry.delivered_via == "notify"
     note = entry.delivery_note or ""
@@ -217,7 +220,9 @@ async def test_when_resume_and_its_fallback_both_fail_the_outbox_keeps_retrying(
 ) -> None:
     with ContinueServer(default=401) as core:
         settings = quick_resume(make_settings, redis_url=redis_url, core_url=core.url)
-        async with circleback.Engine(settings, load_entry_points=False) as engine:
+        async with circleback.Engine(
+            settings, load_entry_points=False, pacing=QUICK
+        ) as engine:
             await engine.scheduler.add_job(caller, resume_job())
             with anyio.fail_after(15):
                 while True:

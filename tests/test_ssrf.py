@@ -34,6 +34,7 @@ from circleback.net.netguard import (
 from circleback.testing import ManualClock, TestingPlugin
 
 from .http_servers import HttpServer, Reply, Request, json_reply
+from .pacing import QUICK
 
 
 @attrs.frozen
@@ -152,7 +153,7 @@ def sentinel() -> Iterator[Sentinel]:
 @asynccontextmanager
 async def stepping(settings: Settings) -> AsyncIterator[circleback.Engine]:
     async with circleback.Engine(
-        settings, plugins=[TestingPlugin()], load_entry_points=False, worker=False,
+        settings, plugins=[TestingPlugin()], load_entry_points=False, pacing=QUICK, worker=False,
         clock=ManualClock(),
     ) as engine, await engine.start_plugins():
         yield engine

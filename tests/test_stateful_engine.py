@@ -33,11 +33,12 @@ from hypothesis.stateful import (
 )
 
 import circleback
-from circleback import Caller, CheckOutcome, EngineTuning, JobStatus, Limits, Settings
+from circleback import Caller, CheckOutcome, JobStatus, Limits, Settings
 from circleback.core.models import CheckStatus, DeliveryStatus, NotificationType, OutboxEntry
 from circleback.errors import JobNotFound, WorkflowNotFound
 from circleback.testing import ManualClock, TestingPlugin
 
+from .pacing import Pacing
 from .services import drop_postgres_schema, postgres_schema
 
 DELIVERY_BACKOFF = 1.0
@@ -84,15 +85,15 @@ class EngineMachine(RuleBasedStateMachine):
         config = Settings(
             database_url=self._database_url(),
             limits=Limits(min_interval_seconds=0.01),
-            tuning=EngineTuning(
-                delivery_backoff_seconds=DELIVERY_BACKOFF,
-                delivery_backoff_max_seconds=DELIVERY_BACKOFF_MAX,
-                delivery_max_attempts=1_000,
-            ),
+        )
+        pacing = Pacing(
+            delivery_backoff_seconds=DELIVERY_BACKOFF,
+            delivery_backoff_max_seconds=DELIVERY_BACKOFF_MAX,
+            delivery_max_attempts=1_000,
         )
         engine = circleback.Engine(
             config, worker=False, clock=self.clock, plugins=[self.plugin],
-            load_entry_points=False,
+            load_entry_points=False, pacing=pacing,
         )
         self.engine = self._stack.enter_context(self.portal.wrap_async_context_manager(engine))
         self.caller = Caller(user_id="alice", platform="test", platform_channel_id="C1")

@@ -17,6 +17,8 @@ from circleback.errors import ConfigurationError
 from circleback.store.database import create_sync_engine
 from circleback.store.store import Store
 
+from .pacing import QUICK
+
 
 def _delay_spec(seconds: float = 0.05) -> dict[str, Any]:
     return {"job_type": "delay", "check_config": {"delay_seconds": seconds},
@@ -39,7 +41,7 @@ async def test_an_embedders_engine_runs_jobs_and_stays_open(
     given = create_sync_engine(store_url)
     try:
         async with circleback.Engine(
-            make_settings(), database=given, load_entry_points=False
+            make_settings(), database=given, load_entry_points=False, pacing=QUICK
         ) as engine:
             await _run_one_job(engine, caller)
         # Left open: the embedder's engine still answers after circleback stopped.
@@ -67,7 +69,7 @@ async def test_an_async_engine_runs_jobs_under_asyncio(
     given = create_async_engine(url.set(drivername=_ASYNC_DRIVERS[url.get_backend_name()]))
     try:
         async with circleback.Engine(
-            make_settings(), database=given, load_entry_points=False
+            make_settings(), database=given, load_entry_points=False, pacing=QUICK
         ) as engine:
             await _run_one_job(engine, caller)
         async with given.connect() as conn:

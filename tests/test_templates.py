@@ -25,6 +25,8 @@ from circleback.core.rendering import MESSAGE_SLACK_CHARS, render_message, rende
 from circleback.core.state import CheckResult, apply_event
 from circleback.testing import ManualClock, TestingPlugin
 
+from .pacing import QUICK
+
 OPEN = '<untrusted-data source="checked system">'
 CLOSE = "</untrusted-data>"
 SECRET = "S3CRET-internals-7f2a"
@@ -219,7 +221,7 @@ async def test_hostile_templates_reach_the_user_as_plain_text_through_the_engine
     plugin = TestingPlugin()
     template = " | ".join(HOSTILE_TEMPLATES) + " | {result} | {job_id}"
     async with circleback.Engine(make_settings(), plugins=[plugin], load_entry_points=False,
-                                 worker=False, clock=ManualClock()) as engine:
+                                 pacing=QUICK, worker=False, clock=ManualClock()) as engine:
         job = await engine.scheduler.add_job(caller, {
             "job_type": "scripted", "check_config": {}, "on_success_message": template,
             "on_complete": "record"})

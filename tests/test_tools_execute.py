@@ -20,6 +20,7 @@ from circleback.tools import (
     openai_tools,
 )
 
+from .pacing import QUICK
 from .store_rows import RowWatch
 from .tools_support import context_of
 
@@ -39,7 +40,7 @@ class Running:
 async def running(settings: Settings) -> AsyncIterator[Running]:
     clock = ManualClock()
     async with circleback.Engine(
-        settings, worker=False, clock=clock, load_entry_points=False
+        settings, worker=False, clock=clock, load_entry_points=False, pacing=QUICK
     ) as engine:
         rows = RowWatch(settings.database_url)
         try:
@@ -334,7 +335,9 @@ async def test_the_active_jobs_quota_is_a_structured_refusal(
     make_settings: Callable[..., Settings], caller: Caller
 ) -> None:
     settings = make_settings(limits=Limits(min_interval_seconds=0.01, max_active_jobs_per_user=2))
-    async with circleback.Engine(settings, worker=False, load_entry_points=False) as engine:
+    async with circleback.Engine(
+        settings, worker=False, load_entry_points=False, pacing=QUICK
+    ) as engine:
         tools = SchedulerTools.for_engine(engine)
         for _ in range(2):
             assert (await tools.execute("scheduler.add_job", _delay(), context_of(caller)))["ok"]
@@ -377,7 +380,7 @@ async def test_an_unexpected_failure_is_an_internal_error_not_an_exception(
     settings: Settings, caller: Caller, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with circleback.Engine(
-        settings, worker=False, load_entry_points=False, plugins=[_BrokenPlugin()]
+        settings, worker=False, load_entry_points=False, pacing=QUICK, plugins=[_BrokenPlugin()]
     ) as engine:
         tools = SchedulerTools.for_engine(engine)
         answer = await tools.execute(

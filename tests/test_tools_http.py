@@ -15,6 +15,7 @@ from circleback.service.app import HealthProbe, create_app
 from circleback.tools import SchedulerTools
 
 from . import services
+from .pacing import QUICK
 from .store_rows import RowWatch
 from .tools_support import context_of
 
@@ -31,7 +32,9 @@ class Service:
 
 @pytest.fixture
 async def service(settings: Settings) -> AsyncIterator[Service]:
-    async with circleback.Engine(settings, worker=False, load_entry_points=False) as engine:
+    async with circleback.Engine(
+        settings, worker=False, load_entry_points=False, pacing=QUICK
+    ) as engine:
         tools = SchedulerTools.for_engine(engine)
         app = create_app(tools, api_token=TOKEN, health=HealthProbe(engine),
                          max_body_bytes=64_000)
@@ -155,7 +158,9 @@ async def test_health_reports_the_database_and_redis(
     reports = {}
     for label, url in (("up", redis_url), ("down", dead_redis), ("none", None)):
         settings = make_settings(redis_url=url)
-        async with circleback.Engine(settings, worker=False, load_entry_points=False) as engine:
+        async with circleback.Engine(
+            settings, worker=False, load_entry_points=False, pacing=QUICK
+        ) as engine:
             app = create_app(SchedulerTools.for_engine(engine), api_token=None,
                              health=HealthProbe(engine, timeout_seconds=5))
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
@@ -175,7 +180,9 @@ async def test_health_reports_the_database_and_redis(
 
 
 async def test_without_a_token_the_app_needs_none(settings: Settings, caller: Caller) -> None:
-    async with circleback.Engine(settings, worker=False, load_entry_points=False) as engine:
+    async with circleback.Engine(
+        settings, worker=False, load_entry_points=False, pacing=QUICK
+    ) as engine:
         app = create_app(SchedulerTools.for_engine(engine), api_token=None,
                          health=HealthProbe(engine))
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, note, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
-from circleback import Caller, EngineTuning, Limits, Settings
+from circleback import Caller, Limits, Settings
 from circleback.testing import ManualClock
 
 from .services import drop_postgres_schema, postgres_schema
@@ -60,7 +60,6 @@ class TenantIsolation(RuleBasedStateMachine):
         store = Settings(
             database_url=self._database_url(),
             limits=Limits(min_interval_seconds=0.01, max_active_jobs_per_user=1_000),
-            tuning=EngineTuning(max_sleep_seconds=0.05),
         )
         self.harness: ToolHarness = self._stack.enter_context(
             tool_harness(self.backend, store, clock=self.clock)

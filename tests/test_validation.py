@@ -27,6 +27,7 @@ from circleback.core.validation import CALLER_FIELDS
 from circleback.testing import TestingPlugin
 
 from .conftest import TEST_LIMITS
+from .pacing import QUICK
 from .store_rows import RowWatch
 
 #: add_job's arguments: the fields of a job spec.
@@ -300,7 +301,8 @@ BAD_KINDS: list[Callable[[st.DrawFn, dict[str, Any], bool], Case]] = [
 async def engine(make_settings: Callable[..., Settings]) -> AsyncIterator[circleback.Engine]:
     """A facade-only engine (no worker) that knows the ``scripted`` type and ``record`` mode."""
     async with circleback.Engine(
-        make_settings(), worker=False, plugins=[TestingPlugin()], load_entry_points=False
+        make_settings(), worker=False, plugins=[TestingPlugin()], load_entry_points=False,
+        pacing=QUICK,
     ) as running:
         yield running
 

@@ -22,6 +22,7 @@ import anyio
 
 import circleback
 from circleback import Checker, CheckOutcome, EngineTuning, Job, Limits, Runtime, Settings
+from circleback.engine.pacing import Pacing
 
 
 class TallyChecker(Checker):
@@ -83,19 +84,21 @@ def main() -> None:
         tuning=EngineTuning(
             lease_seconds=args.lease,
             check_timeout_seconds=args.lease / 2,
-            heartbeat_seconds=args.lease / 4,
-            max_sleep_seconds=args.max_sleep,
-            delivery_backoff_seconds=0.05,
-            delivery_backoff_max_seconds=0.5,
             shutdown_grace_seconds=1.0,
         ),
+    )
+    pacing = Pacing(
+        heartbeat_seconds=args.lease / 4,
+        max_sleep_seconds=args.max_sleep,
+        delivery_backoff_seconds=0.05,
+        delivery_backoff_max_seconds=0.5,
     )
     checker = TallyChecker(args.log, args.worker, args.hold, args.answer)
 
     async def run() -> None:
         async with circleback.Engine(
             settings, plugins=[TallyPlugin(checker)], load_entry_points=False,
-            worker_id=args.worker,
+            worker_id=args.worker, pacing=pacing,
         ):
             with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 print("READY", flush=True)

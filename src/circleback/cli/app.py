@@ -34,9 +34,14 @@ T = TypeVar("T")
 
 
 def settings_of(ctx: click.Context) -> Settings:
-    """The settings: the environment, with the group's flags over it."""
+    """The settings: the environment, with the group's flags over it; a bad one in one line."""
     obj: dict[str, Any] = ctx.ensure_object(dict)
-    return Settings.from_env(database_url=obj.get("database_url"), redis_url=obj.get("redis_url"))
+    try:
+        return Settings.from_env(
+            database_url=obj.get("database_url"), redis_url=obj.get("redis_url")
+        )
+    except CirclebackError as exc:
+        raise click.ClickException(exc.message) from None
 
 
 def run_async(ctx: click.Context, fn: Callable[[], Awaitable[T]]) -> T:

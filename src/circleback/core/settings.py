@@ -24,11 +24,6 @@ def _positive(instance: object, attribute: attrs.Attribute[Any], value: float) -
         raise ConfigurationError(f"{attribute.name} must be positive, not {value!r}")
 
 
-def _not_negative(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if not value >= 0:
-        raise ConfigurationError(f"{attribute.name} must not be negative, not {value!r}")
-
-
 @attrs.frozen(kw_only=True)
 class Limits:
     """Bounds on what a caller may ask for, so one caller cannot flood the engine."""
@@ -47,82 +42,25 @@ class Limits:
 
 @attrs.frozen(kw_only=True)
 class EngineTuning:
-    """How the engine works through due jobs and outgoing messages."""
+    """What an operator may tune in the engine; the rest of its pacing is fixed."""
 
-    #: Most jobs claimed by one statement.
-    batch_size: int = attrs.field(default=500, validator=_positive)
     #: Most checks running at once in one worker.
     max_concurrent_checks: int = attrs.field(default=1_000, validator=_positive)
     #: A check taking longer is cut off and counts as "not yet".
     check_timeout_seconds: float = attrs.field(default=30.0, validator=_positive)
     #: How long a claim is exclusive; must outlast the check timeout.
     lease_seconds: float = attrs.field(default=90.0, validator=_positive)
-    #: How often a worker renews its leases and reports that it is alive;
-    #: ``None``: a third of ``lease_seconds``, at most 5 s.
-    heartbeat_seconds: float | None = None
-    #: Longest sleep between looks at the store, for jobs added by other processes.
-    max_sleep_seconds: float = attrs.field(default=1.0, validator=_positive)
-    #: How far ahead a claim reaches: jobs falling due within this many seconds are
-    #: leased early and started in memory the moment they fall due. One claim then
-    #: serves many jobs and checks start on time; 0 claims only what is due. At most
-    #: half of what ``lease_seconds`` leaves beyond ``check_timeout_seconds`` is used.
-    claim_ahead_seconds: float = attrs.field(default=1.0, validator=_not_negative)
-    #: How long the recorder waits after a result for more, to write them in one
-    #: transaction; 0 writes whatever has arrived at once.
-    record_linger_seconds: float = attrs.field(default=0.05, validator=_not_negative)
-    #: How long the result of a check that leaves its job waiting for the next one
-    #: ("not yet") may wait to be written with others — never past the moment the
-    #: job's next check would be claimed. Nobody waits for such a result, so the
-    #: worker gathers many into one transaction instead of writing a few at a time.
-    #: Results that finish a job go out within ``record_linger_seconds``.
-    not_yet_linger_seconds: float = attrs.field(default=1.0, validator=_not_negative)
-    #: How much later than its due moment a check may start, so that checks falling
-    #: due close together start on one wake-up of the worker instead of one each.
-    timer_slack_seconds: float = attrs.field(default=0.002, validator=_not_negative)
-    #: How much later than its due moment a check may start in a dense stream: when
-    #: sixteen checks fall due within this long of the next one, the worker wakes when
-    #: the sixteenth falls due and starts them together, instead of waking every few
-    #: milliseconds. A sparse stream keeps ``timer_slack_seconds``.
-    dense_timer_slack_seconds: float = attrs.field(default=0.02, validator=_not_negative)
-    #: Most messages handed to completion modes at once.
-    max_concurrent_deliveries: int = attrs.field(default=200, validator=_positive)
     #: A delivery taking longer is cut off and retried.
     delivery_timeout_seconds: float = attrs.field(default=60.0, validator=_positive)
-    #: Attempts at delivering one message before it is marked dead.
-    delivery_max_attempts: int = attrs.field(default=20, validator=_positive)
-    #: First retry delay of a failed delivery; doubles each time up to the maximum.
-    delivery_backoff_seconds: float = attrs.field(default=1.0, validator=_positive)
-    delivery_backoff_max_seconds: float = attrs.field(default=300.0, validator=_positive)
     #: How long a stopping worker waits for checks in flight before releasing them.
     shutdown_grace_seconds: float = attrs.field(default=10.0, validator=_positive)
 
-    @property
-    def heartbeat_interval(self) -> float:
-        """Seconds between two heartbeats of a worker."""
-        if self.heartbeat_seconds is not None:
-            return self.heartbeat_seconds
-        return min(5.0, self.lease_seconds / 3)
-
     def __attrs_post_init__(self) -> None:
-        if self.heartbeat_seconds is not None and self.heartbeat_seconds * 2 >= self.lease_seconds:
-            raise ConfigurationError(
-                "heartbeat_seconds must be under half of lease_seconds, or a live worker's "
-                "leases could expire between two heartbeats"
-            )
         if self.lease_seconds <= self.check_timeout_seconds:
             raise ConfigurationError(
                 "lease_seconds must be longer than check_timeout_seconds, or a slow check "
                 "would lose its lease while it runs"
             )
-
-    @property
-    def claim_ahead(self) -> float:
-        """Seconds a claim reaches ahead: ``claim_ahead_seconds``, within what the lease allows.
-
-        A job claimed ahead waits, then is checked, on one lease: at most half
-        of what the lease leaves beyond the check timeout goes to waiting.
-        """
-        return min(self.claim_ahead_seconds, (self.lease_seconds - self.check_timeout_seconds) / 2)
 
 
 @attrs.frozen(kw_only=True)
@@ -161,6 +99,27 @@ def _parse_modules(raw: str) -> dict[str, str]:
 
 def _split_list(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+#: Former fields of :class:`EngineTuning` that the engine now fixes itself.
+_FIXED_BY_THE_ENGINE = (
+    "batch_size", "heartbeat_seconds", "max_sleep_seconds", "claim_ahead_seconds",
+    "record_linger_seconds", "not_yet_linger_seconds", "timer_slack_seconds",
+    "dense_timer_slack_seconds", "max_concurrent_deliveries", "delivery_max_attempts",
+    "delivery_backoff_seconds", "delivery_backoff_max_seconds",
+)
+
+
+def _refuse_fixed_knobs(env: Mapping[str, str]) -> None:
+    """Name a variable for a setting the engine now fixes, rather than ignore it."""
+    for knob in _FIXED_BY_THE_ENGINE:
+        name = f"CIRCLEBACK_{knob.upper()}"
+        for named in (name, name.removesuffix("_SECONDS")):
+            if named in env:
+                raise ConfigurationError(
+                    f"{named}: {knob} is no longer a setting (the engine fixes it); "
+                    f"unset {named}"
+                )
 
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -211,6 +170,7 @@ class Settings:
     ) -> Settings:
         """Read the ``CIRCLEBACK_*`` variables; keyword arguments that are not None win."""
         env = os.environ if environ is None else environ
+        _refuse_fixed_knobs(env)
         values: dict[str, Any] = {}
         if url := env.get("CIRCLEBACK_DATABASE_URL"):
             values["database_url"] = url

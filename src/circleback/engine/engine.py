@@ -10,42 +10,34 @@ period, gives back the leases of the rest, and closes everything, shielded.
 from __future__ import annotations
 
 import contextlib
-import json
+import functools
 import logging
 import os
 import socket
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack
-from datetime import datetime, timedelta
+from datetime import timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 import anyio
-import anyio.lowlevel
-import attrs
 import sqlalchemy as sa
 
-from ..core.abc import Checker, DeliveryContext, DeliveryFailed, DeliveryReceipt, Notifier, Runtime
+from ..core.abc import Checker, Notifier, Runtime
 from ..core.clock import Clock, SystemClock
-from ..core.models import (
-    CheckOutcome,
-    CheckStatus,
-    DeliveryStatus,
-    DeliveryUpdate,
-    Job,
-    JobStatus,
-    OutboxEntry,
-)
+from ..core.models import CheckOutcome, DeliveryUpdate, Job, OutboxEntry
 from ..core.registry import PluginRegistry
 from ..core.settings import Settings
-from ..core.state import CheckResult, apply_event, ends_job, next_interval
 from ..store.database import is_memory_sqlite
 from ..store.store import Store
 from ..store.wakeups import PostgresWakeups
+from .checks import Checks
+from .deliveries import Deliveries
 from .heartbeat import Heartbeat
 from .operations import Operations
-from .pipeline import WorkPipeline
+from .pacing import Pacing
+from .pipeline import PipelineConfig, WorkPipeline
 from .plugins import make_plugin_manager
 from .scheduler import Scheduler
 
@@ -58,37 +50,10 @@ logger = logging.getLogger("circleback.engine")
 
 #: Workers silent for this long are dropped from the workers table.
 _FORGET_WORKERS_AFTER = timedelta(days=1)
-#: Largest JSON text of a check result kept with the job and its message.
-_MAX_STORED_RESULT_CHARS = 16_384
-#: Strings this short fit the limit however JSON escapes them (12 characters at most each).
-_SHORT_TEXT_CHARS = (_MAX_STORED_RESULT_CHARS - 2) // 12
-_EXACT_INT = 10**15
-#: Check results turned into transitions between two turns given to other tasks.
-_TRANSITIONS_BETWEEN_TURNS = 64
-
-
-def _next_run_at(job: Job) -> datetime:
-    return job.next_run_at
 
 
 def _default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def _storable(value: Any) -> Any:
-    """``value`` as JSON data of bounded size (opaque objects become their type name)."""
-    kind = type(value)
-    if value is None or kind is bool or (kind is int and -_EXACT_INT < value < _EXACT_INT):
-        return value  # already its own JSON form: skip the round trip
-    if kind is str and len(value) <= _SHORT_TEXT_CHARS:
-        return value
-    try:
-        text = json.dumps(value, default=lambda obj: f"<{type(obj).__name__}>")
-    except (TypeError, ValueError, RecursionError):
-        return f"<unserialisable {type(value).__name__}>"
-    if len(text) > _MAX_STORED_RESULT_CHARS:
-        return text[:_MAX_STORED_RESULT_CHARS] + "…[cut]"
-    return json.loads(text)
 
 
 class Engine:
@@ -116,6 +81,7 @@ class Engine:
         worker: bool = True,
         worker_id: str | None = None,
         database: str | sa.URL | sa.Engine | AsyncEngine | None = None,
+        pacing: Pacing | None = None,
     ) -> None:
         self.settings = settings if settings is not None else Settings.from_env()
         self.clock: Clock = clock or SystemClock()
@@ -129,46 +95,53 @@ class Engine:
         self._registry: PluginRegistry | None = None
         self._runtime: Runtime | None = None
         self._scheduler: Scheduler | None = None
-        self._heartbeat_runs = False
         #: The PostgreSQL wake-up listener, while one runs.
         self.wakeups: PostgresWakeups | None = None
         tuning = self.settings.tuning
-        self._jobs = WorkPipeline[Job, CheckOutcome](
-            name="checks",
-            claim=self._claim_jobs,
-            work=self._check,
-            record=self._record_checks,
-            release=self._release_jobs,
-            next_due=self.store.next_due_time,
-            clock=self.clock,
-            capacity=tuning.max_concurrent_checks,
-            batch_size=tuning.batch_size,
-            max_sleep_seconds=tuning.max_sleep_seconds,
-            logger=logger,
-            due_at=_next_run_at,
-            lookahead_seconds=tuning.claim_ahead,
-            record_linger_seconds=tuning.record_linger_seconds,
-            linger_for=self._linger_for_check,
-            timer_slack_seconds=tuning.timer_slack_seconds,
-            dense_slack_seconds=tuning.dense_timer_slack_seconds,
-            timeout_seconds=tuning.check_timeout_seconds,
-            timed_out=self._check_timed_out,
-        )
+        # Fixed pacing of the loops; tests pass a quicker one (it is not a setting).
+        pacing = pacing or Pacing()
+        self._heartbeat_period = pacing.heartbeat_period(tuning)
+        self._heartbeat_runs = worker and not is_memory_sqlite(self.store.url)
+        # The heartbeat renews what is being delivered; without one (an in-memory
+        # database) the lease must outlast the slowest delivery by itself.
+        delivery_lease = tuning.lease_seconds
+        if not self._heartbeat_runs:
+            delivery_lease = max(delivery_lease, 2 * tuning.delivery_timeout_seconds)
         self._deliveries = WorkPipeline[OutboxEntry, DeliveryUpdate](
-            name="deliveries",
-            claim=self._claim_deliveries,
-            work=self._deliver,
-            record=self._record_deliveries,
-            release=self._release_deliveries,
-            next_due=self.store.next_delivery_time,
-            clock=self.clock,
-            capacity=tuning.max_concurrent_deliveries,
-            batch_size=tuning.batch_size,
-            max_sleep_seconds=tuning.max_sleep_seconds,
-            logger=logger,
-            record_linger_seconds=tuning.record_linger_seconds,
-            timeout_seconds=tuning.delivery_timeout_seconds,
-            timed_out=self._delivery_timed_out,
+            "deliveries",
+            Deliveries(
+                store=self.store, worker_id=self.worker_id, clock=self.clock, pacing=pacing,
+                runtime=lambda: self.runtime, lease_seconds=delivery_lease,
+                timeout_seconds=tuning.delivery_timeout_seconds, logger=logger,
+            ),
+            PipelineConfig(
+                capacity=pacing.max_concurrent_deliveries,
+                batch_size=pacing.batch_size,
+                max_sleep_seconds=pacing.max_sleep_seconds,
+                timeout_seconds=tuning.delivery_timeout_seconds,
+            ),
+            self.clock,
+            logger,
+        )
+        self._checks = Checks(
+            store=self.store, worker_id=self.worker_id, clock=self.clock,
+            settings=self.settings, pacing=pacing, runtime=lambda: self.runtime,
+            deliveries=self._deliveries, delivery_lease_seconds=delivery_lease, logger=logger,
+        )
+        self._jobs = WorkPipeline[Job, CheckOutcome](
+            "checks",
+            self._checks,
+            PipelineConfig(
+                capacity=tuning.max_concurrent_checks,
+                batch_size=pacing.batch_size,
+                max_sleep_seconds=pacing.max_sleep_seconds,
+                lookahead_seconds=pacing.claim_ahead(tuning),
+                timer_slack_seconds=pacing.timer_slack_seconds,
+                dense_slack_seconds=pacing.dense_timer_slack_seconds,
+                timeout_seconds=tuning.check_timeout_seconds,
+            ),
+            self.clock,
+            logger,
         )
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -223,7 +196,6 @@ class Engine:
             )
             if self._run_worker:
                 await self._start_plugins(stack)
-                self._heartbeat_runs = not is_memory_sqlite(self.store.url)
                 if self._heartbeat_runs:
                     heartbeat = self._make_heartbeat()
                     await heartbeat.start()
@@ -239,8 +211,8 @@ class Engine:
                     stack.callback(listener.cancel)
                     group.start_soon(self._in_scope, listener, self.wakeups.run)
                 grace = self.settings.tuning.shutdown_grace_seconds
-                await group.start(self._jobs_loop, grace)
-                await group.start(self._deliveries_loop, grace)
+                await group.start(functools.partial(self._jobs.run, grace_seconds=grace))
+                await group.start(functools.partial(self._deliveries.run, grace_seconds=grace))
                 group.start_soon(self._in_scope, reaper, self._reap_forever)
                 stack.callback(self._deliveries.stop)
                 stack.callback(self._jobs.stop)
@@ -281,19 +253,7 @@ class Engine:
         with anyio.CancelScope(shield=True):
             await close()
 
-    async def _jobs_loop(
-        self, grace: float, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
-    ) -> None:
-        await self._jobs.run(grace_seconds=grace, task_status=task_status)
-
-    async def _deliveries_loop(
-        self, grace: float, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
-    ) -> None:
-        await self._deliveries.run(grace_seconds=grace, task_status=task_status)
-
     def _make_heartbeat(self) -> Heartbeat:
-        tuning = self.settings.tuning
-
         def ids(items: list[Job] | list[OutboxEntry]) -> list[uuid.UUID]:
             return [item.id for item in items]
 
@@ -301,8 +261,8 @@ class Engine:
             url=self.store.url,
             worker_id=self.worker_id,
             clock=self.clock,
-            period=tuning.heartbeat_interval,
-            lease_seconds=tuning.lease_seconds,
+            period=self._heartbeat_period,
+            lease_seconds=self.settings.tuning.lease_seconds,
             held_jobs=lambda: ids(self._jobs.held()),
             held_deliveries=lambda: ids(self._deliveries.held()),
             logger=logger,
@@ -355,195 +315,7 @@ class Engine:
                 return
             await anyio.sleep(poll_seconds)
 
-    # -- checks --------------------------------------------------------------------------------
-
-    async def _claim_jobs(self, limit: int, ahead_seconds: float) -> list[Job]:
-        tuning = self.settings.tuning
-        now = self.clock.now()
-        return await self.store.claim_due_jobs(
-            self.worker_id, now, limit=limit, lease_seconds=tuning.lease_seconds,
-            due_by=now + timedelta(seconds=ahead_seconds),
-        )
-
     def _forget_cancelled(self, cancelled: list[Job]) -> None:
         """Drop cancelled jobs claimed ahead and waiting to fall due: their checks never run."""
         ids = {job.id for job in cancelled}
         self._jobs.discard_waiting(lambda job: job.id in ids)
-
-    async def _check(self, job: Job) -> CheckOutcome:
-        """Run the job's check (the pipeline cuts it off at its time limit)."""
-        checker = self.plugins.checkers.get(job.job_type)
-        if checker is None:
-            return CheckOutcome.not_yet(f"no checker is installed for job type {job.job_type!r}")
-        try:
-            outcome = await checker.check(job, self.runtime)
-        except Exception as exc:
-            logger.debug("check of job %s raised", job.id, exc_info=True)
-            return CheckOutcome.not_yet(f"the check failed: {type(exc).__name__}: {exc}"[:1000])
-        if not isinstance(outcome, CheckOutcome):
-            return CheckOutcome.not_yet(
-                f"checker {job.job_type!r} returned {type(outcome).__name__}, not a CheckOutcome"
-            )
-        result = _storable(outcome.result)
-        error = outcome.error[:2000] if outcome.error else None
-        if result is outcome.result and error is outcome.error:
-            return outcome
-        return attrs.evolve(outcome, result=result, error=error)
-
-    def _check_timed_out(self, job: Job) -> CheckOutcome:
-        """The outcome of a check cut off at its time limit."""
-        timeout = self.settings.tuning.check_timeout_seconds
-        return CheckOutcome.not_yet(f"the check took longer than {timeout:g} s")
-
-    def _linger_for_check(self, job: Job, outcome: CheckOutcome) -> float:
-        """How long a check's result may wait to be recorded with others.
-
-        A result that finishes the job has a message someone waits for. One that
-        leaves the job waiting may wait longer, but must be written before the
-        claim that would take the job's next check: until then the job is still
-        leased here, and that claim would miss it.
-        """
-        tuning = self.settings.tuning
-        if ends_job(job, outcome) or tuning.not_yet_linger_seconds <= tuning.record_linger_seconds:
-            return tuning.record_linger_seconds
-        step = next_interval(job, job.attempts + 1)
-        until_claim = (job.next_run_at - self.clock.now()).total_seconds() + step
-        until_claim -= tuning.claim_ahead
-        return max(tuning.record_linger_seconds, min(tuning.not_yet_linger_seconds, until_claim))
-
-    async def _record_checks(self, results: list[tuple[Job, CheckOutcome]]) -> datetime | None:
-        """Record check outcomes; returns when the earliest job still waiting is due again."""
-        now = self.clock.now()
-        limit = self.settings.limits.max_result_chars
-        transitions = []
-        for done, (job, outcome) in enumerate(results, 1):
-            if done % _TRANSITIONS_BETWEEN_TURNS == 0:
-                # Let checks falling due meanwhile start: a large batch takes milliseconds.
-                await anyio.lowlevel.checkpoint()
-            description = None
-            # What the job watches, for a default failure message: only a failure needs it.
-            if outcome.status is not CheckStatus.MET and ends_job(job, outcome):
-                checker = self.plugins.checkers.get(job.job_type)
-                description = checker.describe(job.check_config) if checker else None
-            transitions.append(
-                (job, apply_event(job, CheckResult(outcome), now, description=description,
-                                  result_limit=limit))
-            )
-        # Messages go straight to this worker's deliverer, leased to it, while it has room;
-        # the rest wait in the outbox for a claim.
-        applied, leased = await self.store.record_outcomes(
-            self.worker_id, transitions, now,
-            lease_limit=self._deliveries.room(), lease_seconds=self._delivery_lease_seconds(),
-        )
-        if leased and not self._deliveries.offer(leased):
-            await self.store.release_deliveries(self.worker_id, leased)
-        messages = sum(1 for job, t in transitions if t.message is not None and job.id in applied)
-        if messages > len(leased):
-            self._deliveries.wake()
-        lost = len(results) - len(applied)
-        if lost:
-            logger.info("%d check results were dropped: cancelled or lease lost meanwhile", lost)
-        waiting = [
-            t.job.next_run_at
-            for job, t in transitions
-            if job.id in applied and t.job.status is JobStatus.ACTIVE
-        ]
-        return min(waiting, default=None)
-
-    async def _release_jobs(self, jobs: list[Job]) -> None:
-        if jobs:
-            await self.store.release_jobs(self.worker_id, jobs)
-
-    # -- deliveries ------------------------------------------------------------------------------
-
-    def _delivery_lease_seconds(self) -> float:
-        tuning = self.settings.tuning
-        # The heartbeat renews what is being delivered; without one (an in-memory
-        # database) the lease must outlast the slowest delivery by itself.
-        if self._heartbeat_runs:
-            return tuning.lease_seconds
-        return max(tuning.lease_seconds, 2 * tuning.delivery_timeout_seconds)
-
-    async def _claim_deliveries(self, limit: int, ahead_seconds: float) -> list[OutboxEntry]:
-        return await self.store.claim_deliveries(
-            self.worker_id, self.clock.now(), limit=limit,
-            lease_seconds=self._delivery_lease_seconds(),
-        )
-
-    async def _deliver(self, entry: OutboxEntry) -> DeliveryUpdate:
-        """Hand the message to its notifier (the pipeline cuts it off at its time limit)."""
-        attempt = entry.attempts + 1
-        try:
-            notifier = self.plugins.notifier(entry.on_complete)
-            context = DeliveryContext(runtime=self.runtime, result=entry.result, attempt=attempt)
-            receipt = await notifier.deliver(entry.notification, context)
-            if not isinstance(receipt, DeliveryReceipt):
-                raise DeliveryFailed(f"notifier returned {type(receipt).__name__}, not a receipt")
-        except DeliveryFailed as exc:
-            return self._delivery_failed(entry, exc.reason, retryable=exc.retryable)
-        except Exception as exc:
-            logger.exception("notifier %r raised while delivering %s", entry.on_complete, entry.id)
-            return self._delivery_failed(entry, f"{type(exc).__name__}: {exc}", retryable=True)
-        return DeliveryUpdate(
-            status=DeliveryStatus.SENT,
-            attempts=attempt,
-            next_attempt_at=entry.next_attempt_at,
-            sent_at=self.clock.now(),
-            last_error=entry.last_error,
-            delivered_via=receipt.via,
-            delivery_note=receipt.note,
-        )
-
-    def _delivery_timed_out(self, entry: OutboxEntry) -> DeliveryUpdate:
-        """The outcome of a delivery cut off at its time limit: tried again later."""
-        limit = self.settings.tuning.delivery_timeout_seconds
-        error = f"delivery took longer than {limit:g} s"
-        return self._delivery_failed(entry, error, retryable=True)
-
-    def _delivery_failed(
-        self, entry: OutboxEntry, error: str, *, retryable: bool
-    ) -> DeliveryUpdate:
-        """A failed attempt: retried after a backoff, or given up on (a dead letter)."""
-        tuning = self.settings.tuning
-        attempt = entry.attempts + 1
-        now = self.clock.now()
-        error = error[:2000]
-        if not retryable or attempt >= tuning.delivery_max_attempts:
-            logger.error(
-                "giving up on message %s of job %s after %d attempts: %s",
-                entry.id, entry.job_id, attempt, error,
-            )
-            return DeliveryUpdate(
-                status=DeliveryStatus.DEAD, attempts=attempt, next_attempt_at=now, last_error=error
-            )
-        delay = min(
-            tuning.delivery_backoff_max_seconds,
-            tuning.delivery_backoff_seconds * 2 ** min(attempt - 1, 30),
-        )
-        logger.warning(
-            "message %s of job %s not delivered (attempt %d), retrying in %.1f s: %s",
-            entry.id, entry.job_id, attempt, delay, error,
-        )
-        return DeliveryUpdate(
-            status=DeliveryStatus.PENDING,
-            attempts=attempt,
-            next_attempt_at=now + timedelta(seconds=delay),
-            last_error=error,
-        )
-
-    async def _record_deliveries(
-        self, results: list[tuple[OutboxEntry, DeliveryUpdate]]
-    ) -> datetime | None:
-        """Record delivery attempts; returns when the earliest retry among them is due."""
-        if results:
-            await self.store.record_deliveries(self.worker_id, results)
-        retries = [
-            update.next_attempt_at
-            for _, update in results
-            if update.status is DeliveryStatus.PENDING
-        ]
-        return min(retries, default=None)
-
-    async def _release_deliveries(self, entries: list[OutboxEntry]) -> None:
-        if entries:
-            await self.store.release_deliveries(self.worker_id, entries)
