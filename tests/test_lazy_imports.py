@@ -26,7 +26,7 @@ import httpx
 import pytest
 
 import circleback
-from circleback import Caller, CheckOutcome, JobStatus, Settings
+from circleback import Caller, CheckOutcome, HttpTuning, JobStatus, Settings
 from circleback.core.models import CheckStatus
 from circleback.net import guarded_client
 from circleback.notifiers import resume_conversation
@@ -176,8 +176,8 @@ async def test_deliveries_that_start_together_share_one_resume_client(
     made: list[httpx.AsyncClient] = []
     new_client = resume_conversation._new_client
 
-    def counting() -> httpx.AsyncClient:
-        made.append(new_client())
+    def counting(tuning: HttpTuning) -> httpx.AsyncClient:
+        made.append(new_client(tuning))
         return made[-1]
 
     monkeypatch.setattr(resume_conversation, "_new_client", counting)
