@@ -2,14 +2,18 @@
 
 Each test here pins down one way a server can frame an answer that a careless
 client reads as something else: a transfer coding it does not undo, a status
-that is not one, folded header lines, a newer HTTP/1.x version, and a head
-that grows past the cap (in one piece or over several ``1xx`` answers).
+that is not one, content codings stacked on each other, folded header lines,
+a newer HTTP/1.x version, a head that grows past the cap (in one piece or
+over several ``1xx`` answers), and bytes after the end of a gzip stream.
 A scripted server on 127.0.0.1 sends the exact bytes.
 """
 
 from __future__ import annotations
 
 import gzip
+import tracemalloc
+import zlib
+from collections.abc import Callable, Iterator
 
 import anyio
 import pytest
@@ -17,6 +21,7 @@ import pytest
 from circleback import HttpTuning
 from circleback.net.guarded_client import GuardedClient, HttpFailure
 from circleback.net.http1 import MAX_HEAD_BYTES
+from circleback.net.httpclient import body_decoder, make_http_client, read_capped
 from circleback.net.netguard import NetworkPolicy, parse_http_url
 
 from .http_servers import ScriptedServer, answer
@@ -134,6 +139,143 @@ async def test_a_folded_line_right_after_the_status_line_is_refused() -> None:
     """RFC 9112 §2.2: whitespace before the first field line: the answer is refused."""
     await _refused(_head(b"200 OK", b" x-a: one", b"content-length: 2") + b"\r\nok",
                    "the server broke HTTP/1.1")
+
+
+# -- content codings ---------------------------------------------------------------------------
+
+
+def _deflate(data: bytes) -> bytes:
+    return zlib.compress(data)
+
+
+@pytest.mark.parametrize(
+    ("coding", "pack"),
+    [
+        ("gzip, gzip", lambda data: gzip.compress(gzip.compress(data))),
+        ("deflate, gzip", lambda data: gzip.compress(_deflate(data))),
+        ("gzip,deflate", lambda data: _deflate(gzip.compress(data))),
+        ("gzip, identity", gzip.compress),
+        ("GZIP, x-gzip, deflate", lambda data: _deflate(gzip.compress(gzip.compress(data)))),
+    ],
+)
+async def test_stacked_content_codings_are_undone_last_first(
+    coding: str, pack: Callable[[bytes], bytes]
+) -> None:
+    content = b'{"status": "ok"}' * 20
+    packed = pack(content)
+    reply = _head(b"200 OK", b"content-encoding: " + coding.encode(),
+                  f"content-length: {len(packed)}".encode()) + b"\r\n" + packed
+    with ScriptedServer(answer(reply)).running() as server:
+        [(_, _, body)] = await _get(server)
+    assert body == content
+
+
+async def test_stacked_codings_are_cut_at_the_cap_like_one() -> None:
+    content = b"x" * 100_000
+    packed = gzip.compress(gzip.compress(content))
+    reply = _head(b"200 OK", b"content-encoding: gzip, gzip",
+                  f"content-length: {len(packed)}".encode()) + b"\r\n" + packed
+    client = GuardedClient(HttpTuning(), _POLICY)
+    with ScriptedServer(answer(reply)).running() as server:
+        try:
+            async with client.request("GET", parse_http_url(server.url)) as response:
+                assert await response.read_capped(5000) == (b"x" * 5000, True)
+        finally:
+            await client.aclose()
+
+
+@pytest.mark.parametrize(
+    "coding", ["gzip, gzip, gzip, gzip", "br, gzip", "gzip, compress"]
+)
+async def test_codings_past_the_bound_or_unknown_come_back_raw(coding: str) -> None:
+    """As for one unknown coding: the body is returned as sent, not half undone."""
+    packed = gzip.compress(b"hello")
+    reply = _head(b"200 OK", b"content-encoding: " + coding.encode(),
+                  f"content-length: {len(packed)}".encode()) + b"\r\n" + packed
+    with ScriptedServer(answer(reply)).running() as server:
+        [(_, _, body)] = await _get(server)
+    assert body == packed
+
+
+# -- a gzip stream ends where its member ends ----------------------------------------------------
+
+_JUNK_BLOCK = bytes(range(256)) * 256  # 64 KiB
+_JUNK_BLOCKS = 512  # 32 MiB
+
+
+def _junk_answer(coding: str, content: bytes) -> tuple[int, list[bytes]]:
+    """The length and the parts of an answer: a compressed ``content``, then 32 MiB of junk."""
+    member = gzip.compress(content) if coding == "gzip" else _deflate(content)
+    length = len(member) + len(_JUNK_BLOCK) * _JUNK_BLOCKS
+    head = _head(b"200 OK", b"content-encoding: " + coding.encode(),
+                 f"content-length: {length}".encode()) + b"\r\n"
+    return length, [head + member]
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate"])
+async def test_bytes_after_the_end_of_the_compressed_stream_are_neither_inflated_nor_read(
+    coding: str,
+) -> None:
+    """The body is the member's content; the junk after it is not collected, nor waited for."""
+    content = b'{"status": "ok"}'
+    length, first = _junk_answer(coding, content)
+
+    def parts() -> Iterator[bytes]:
+        yield from first
+        for _ in range(_JUNK_BLOCKS):
+            yield _JUNK_BLOCK
+
+    with ScriptedServer(lambda request: (parts(), True)).running() as server:
+        [(status, _, body)] = await _get(server)
+    assert (status, body) == (200, content)
+    # The client stopped reading once the stream ended (the kernel's buffers hold a few MB).
+    assert server.bytes_sent < length // 2
+
+
+async def test_the_module_client_also_stops_where_the_stream_ends() -> None:
+    """``poll_module``'s httpx client reads bodies through the same decoder."""
+    content = b'{"status": "ok"}'
+    length, first = _junk_answer("gzip", content)
+
+    def parts() -> Iterator[bytes]:
+        yield from first
+        for _ in range(_JUNK_BLOCKS):
+            yield _JUNK_BLOCK
+
+    with ScriptedServer(lambda request: (parts(), True)).running() as server:
+        async with make_http_client(HttpTuning()) as client:
+            with anyio.fail_after(20):
+                async with client.stream("GET", server.url) as response:
+                    assert await read_capped(response, 1000) == (content, False)
+    assert server.bytes_sent < length // 2
+
+
+def test_a_decoder_keeps_nothing_of_what_follows_the_stream() -> None:
+    """Junk after the member costs neither memory nor inflating, however much of it comes."""
+    decoder = body_decoder("gzip")
+    assert decoder is not None
+    assert decoder.decode(gzip.compress(b"hello") + b"junk", 100) == b"hello"
+    assert decoder.finished
+    tracemalloc.start()
+    try:
+        for _ in range(1000):  # 64 MiB
+            assert decoder.decode(_JUNK_BLOCK, 100) == b""
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1024 * 1024
+
+
+async def test_an_inner_coding_that_expands_to_nothing_without_end_is_refused() -> None:
+    """A gzip of endless empty deflate blocks: no body ever comes out, yet it inflates on."""
+    # A zlib header, then empty stored blocks (not the last: 0, LEN 0, NLEN 0xffff), 1 MB.
+    inner = b"x\x9c" + b"\x00\x00\x00\xff\xff" * 200_000
+    packed = gzip.compress(inner)
+    reply = _head(b"200 OK", b"content-encoding: deflate, gzip",
+                  f"content-length: {len(packed)}".encode()) + b"\r\n" + packed
+    with (ScriptedServer(answer(reply)).running() as server,
+          pytest.raises(HttpFailure, match="expands without end")):
+        await _get(server)
 
 
 # -- the head's cap ----------------------------------------------------------------------------
