@@ -178,6 +178,15 @@ def test_an_answer_begins_with_http_slash(raw: bytes) -> None:
         AnswerParser().feed(raw)
 
 
+@pytest.mark.parametrize("informational", [b"HTTP/1.0 100 Continue\r\n\r\n",
+                                           b"HTTP/1.1 103 Early\r\nconnection: close\r\n\r\n"])
+def test_an_informational_answer_does_not_close_what_follows(informational: bytes) -> None:
+    """RFC 9110 §15.2: the final answer follows a 1xx, whatever the 1xx says of the connection."""
+    parser = AnswerParser()
+    parser.feed(informational + b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+    assert parser.complete and parser.status == 200 and b"".join(parser.take_body()) == b"ok"
+
+
 def test_what_follows_a_complete_answer_spoils_the_connection_not_the_answer() -> None:
     parser = AnswerParser()
     parser.feed(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n")

@@ -82,9 +82,7 @@ class AnswerParser:
     """
 
     def __init__(self, *, bodiless: bool = False) -> None:
-        self._parser = httptools.HttpResponseParser(self)
-        # llhttp knows 0.9, 1.0, 1.1 and 2.0; the version is checked here instead (any 1.x).
-        self._parser.set_dangerous_leniencies(lenient_version=True)
+        self._parser = self._llhttp()
         self._bodiless = bodiless
         #: Bytes of a head that has not ended yet, and where the search for its end resumes.
         self._head = bytearray()
@@ -136,6 +134,10 @@ class AnswerParser:
             self._parse(one)
             if not self._head_read:
                 raise BrokenAnswer("its head does not end at its first empty line")
+            if self.status is None:
+                # A 1xx may say HTTP/1.0 or "connection: close"; llhttp would then take the
+                # real answer for bytes after the close. It is not (RFC 9110 §15.2).
+                self._parser = self._llhttp()
         if head:
             rest = bytes(head)
             head.clear()
@@ -203,6 +205,12 @@ class AnswerParser:
             self._finish()
 
     # -- helpers -------------------------------------------------------------------------------
+
+    def _llhttp(self) -> httptools.HttpResponseParser:
+        parser = httptools.HttpResponseParser(self)
+        # llhttp knows 0.9, 1.0, 1.1 and 2.0; the version is checked here instead (any 1.x).
+        parser.set_dangerous_leniencies(lenient_version=True)
+        return parser
 
     def _parse(self, data: bytes) -> None:
         try:
