@@ -36,6 +36,7 @@ _OUTER_SPACE: Final = b" \t"
 #: Where a head ends: a line break, then an empty line (a bare LF may stand for CRLF).
 _HEAD_END: Final = re.compile(rb"\n\r?\n")
 #: What is mended in a head's field lines: an obs-fold (with the spaces around it), a bare LF.
+_FOLD: Final = re.compile(rb"\n[ \t]")
 _FOLD_OR_BARE_LF: Final = re.compile(rb"[ \t]*\r?\n[ \t]+|(?<!\r)\n")
 
 
@@ -95,6 +96,8 @@ class AnswerParser:
         self.status: int | None = None
         #: The answer's headers: lower-case names, values as sent (folded lines unfolded).
         self.headers: list[tuple[str, bytes]] = []
+        #: The head's Transfer-Encoding values.
+        self._codings: list[bytes] = []
         self._body: list[bytes] = []
         self.complete = False
         #: Whether the connection may carry the next request (once :attr:`complete`).
@@ -113,35 +116,21 @@ class AnswerParser:
         if self.status is not None:
             self._parse(data)
             return
-        head = self._head
-        head += data
-        while self.status is None:
-            if not (head.startswith(b"HTTP/") or b"HTTP/".startswith(head)):
-                raise BrokenAnswer("it does not begin with HTTP/")
-            found = _HEAD_END.search(head, self._searched)
-            if found is None:
-                if self._head_bytes + len(head) > MAX_HEAD_BYTES:
-                    raise BrokenAnswer(f"its head is over {MAX_HEAD_BYTES} bytes")
-                self._searched = max(0, len(head) - 2)
-                return
-            self._head_bytes += found.end()
-            if self._head_bytes > MAX_HEAD_BYTES:
+        pending: bytes | bytearray = data
+        if self._head:
+            self._head += data
+            pending = self._head
+        used = self._read_heads(pending)
+        if self.status is None:  # a head that has not ended yet: kept for the next bytes
+            if pending is self._head:
+                del self._head[:used]
+            else:
+                self._head = bytearray(pending[used:])
+            if self._head_bytes + len(self._head) > MAX_HEAD_BYTES:
                 raise BrokenAnswer(f"its head is over {MAX_HEAD_BYTES} bytes")
-            one = _mend(bytes(head[: found.end()]))
-            del head[: found.end()]
-            self._searched = 0
-            self._head_read = False
-            self._parse(one)
-            if not self._head_read:
-                raise BrokenAnswer("its head does not end at its first empty line")
-            if self.status is None:
-                # A 1xx may say HTTP/1.0 or "connection: close"; llhttp would then take the
-                # real answer for bytes after the close. It is not (RFC 9110 §15.2).
-                self._parser = self._llhttp()
-        if head:
-            rest = bytes(head)
-            head.clear()
-            self.feed(rest)
+            self._searched = max(0, len(self._head) - 2)
+        elif pending is self._head:
+            self._head = bytearray()
 
     def end(self) -> None:
         """The server closed the connection: the answer ends here, or is cut short."""
@@ -166,23 +155,25 @@ class AnswerParser:
             self.keep_alive = False  # bytes after the answer: the connection is not clean
             return
         self.headers = []
+        self._codings = []
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.complete or self.status is not None:
             return  # a trailer field: dropped
-        self.headers.append((name.decode("latin-1").lower(), value.strip(_OUTER_SPACE)))
+        key = name.decode("latin-1").lower()
+        value = value.strip(_OUTER_SPACE)
+        self.headers.append((key, value))
+        if key == "transfer-encoding":
+            self._codings.append(value)
 
     def on_headers_complete(self) -> None:
         if self.complete:
             return
         self._head_read = True
-        version = self._parser.get_http_version()
-        if not version.startswith("1."):
-            raise BrokenAnswer(f"its version is HTTP/{version}, not HTTP/1.x")
         status = self._parser.get_status_code()
         if status < 100:
             raise BrokenAnswer(f"its status {status} is not one (a status is 100 to 999)")
-        codings = [value for name, value in self.headers if name == "transfer-encoding"]
+        codings = self._codings
         if codings and (len(codings) > 1 or codings[0].lower() != b"chunked"):
             shown = b", ".join(codings).decode("latin-1")
             raise BrokenAnswer(f"its Transfer-Encoding is {shown!r}: only chunked alone is read")
@@ -206,9 +197,48 @@ class AnswerParser:
 
     # -- helpers -------------------------------------------------------------------------------
 
+    def _read_heads(self, pending: bytes | bytearray) -> int:
+        """Parse the heads that ended in ``pending``; return the bytes the 1xx ones took.
+
+        Once the real answer's head is there, it is parsed with all that follows.
+        """
+        used = 0
+        while True:
+            if not pending.startswith(b"HTTP/", used) and not b"HTTP/".startswith(
+                pending[used : used + 5]
+            ):
+                raise BrokenAnswer("it does not begin with HTTP/")
+            found = _HEAD_END.search(pending, max(used, self._searched))
+            if found is None:
+                return used
+            end = found.end()
+            self._head_bytes += end - used
+            if self._head_bytes > MAX_HEAD_BYTES:
+                raise BrokenAnswer(f"its head is over {MAX_HEAD_BYTES} bytes")
+            if pending[used + 5 : used + 7] != b"1.":
+                shown = bytes(pending[used : used + 8]).decode("latin-1")
+                raise BrokenAnswer(f"its version is {shown!r}, not HTTP/1.x")
+            self._searched = 0
+            self._head_read = False
+            # llhttp takes only "HTTP/d.d ddd": the status's first digit is byte 9.
+            final = pending[used + 9 : used + 10] != b"1"
+            if _needs_mending(pending, used, end):
+                head = _mend(bytes(pending[used:end]))
+                self._parse(head + bytes(pending[end:]) if final else head)
+            else:
+                self._parse(bytes(pending[used:] if final else pending[used:end]))
+            if not self._head_read:
+                raise BrokenAnswer("its head does not end at its first empty line")
+            if final:
+                return len(pending)
+            used = end
+            # A 1xx may say HTTP/1.0 or "connection: close"; llhttp would then take the real
+            # answer for bytes after the close. It is not (RFC 9110 §15.2).
+            self._parser = self._llhttp()
+
     def _llhttp(self) -> httptools.HttpResponseParser:
         parser = httptools.HttpResponseParser(self)
-        # llhttp knows 0.9, 1.0, 1.1 and 2.0; the version is checked here instead (any 1.x).
+        # llhttp knows 0.9, 1.0, 1.1 and 2.0; the version is checked before it (any 1.x).
         parser.set_dangerous_leniencies(lenient_version=True)
         return parser
 
@@ -228,9 +258,7 @@ class AnswerParser:
     def _finish(self) -> None:
         self.complete = True
         self.keep_alive = self._parser.should_keep_alive()
-        if self._parser.get_http_version() == "1.0" and any(
-            name == "transfer-encoding" for name, _ in self.headers
-        ):
+        if self._codings and self._parser.get_http_version() == "1.0":
             self.keep_alive = False  # RFC 9112 §6.1: faulty framing; close after the answer
 
     def _framed(self) -> bool:
@@ -238,17 +266,21 @@ class AnswerParser:
         return any(name in ("content-length", "transfer-encoding") for name, _ in self.headers)
 
 
+def _needs_mending(data: bytes | bytearray, start: int, end: int) -> bool:
+    """Whether the head in ``data[start:end]`` has an obs-fold or a bare LF."""
+    return (data.count(b"\n", start, end) != data.count(b"\r\n", start, end)
+            or _FOLD.search(data, start, end) is not None)
+
+
 def _mend(head: bytes) -> bytes:
     """``head`` with each obs-fold replaced by one space and each bare LF by CRLF.
 
     RFC 9112 §5.2: a user agent unfolds; §2.2: a recipient may take a bare LF
     for a line's end. A fold right after the status line is left for llhttp to
-    refuse (§2.2). Most heads have neither and come back as they are.
+    refuse (§2.2).
     """
     first = head.index(b"\n")
-    fields = head[first + 1 :]
-    if b"\n " not in fields and b"\n\t" not in fields and head.count(b"\n") == head.count(b"\r\n"):
-        return head
-    status_line = head[:first].removesuffix(b"\r")
-    fields = _FOLD_OR_BARE_LF.sub(lambda found: b"\r\n" if found[0] == b"\n" else b" ", fields)
-    return status_line + b"\r\n" + fields
+    fields = _FOLD_OR_BARE_LF.sub(
+        lambda found: b"\r\n" if found[0] == b"\n" else b" ", head[first + 1 :]
+    )
+    return head[:first].removesuffix(b"\r") + b"\r\n" + fields
