@@ -338,3 +338,61 @@ class RawServer:
     def _serve(self, connection: socket.socket) -> None:
         with connection, contextlib.suppress(OSError):  # the client may hang up first
             self.serve(connection)
+
+
+#: What the server does with one request: the bytes it sends back (one ``sendall``
+#: each, so a generator may stream them), and whether it then closes the connection.
+Script = Callable[[bytes], tuple[Iterable[bytes], bool]]
+
+
+def answer(*parts: bytes, close: bool = False) -> Script:
+    """A script that sends ``parts`` (one ``send`` each) whatever the request."""
+    return lambda request: (parts, close)
+
+
+class ScriptedServer(RawServer):
+    """Answers the n-th request it reads with the n-th script (the last one repeats)."""
+
+    def __init__(self, *scripts: Script) -> None:
+        super().__init__()
+        self.scripts = scripts
+        self.requests: list[bytes] = []
+        #: Bytes handed to the kernel so far, over every connection.
+        self.bytes_sent = 0
+
+    def serve(self, connection: socket.socket) -> None:
+        connection.settimeout(0.02)
+        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        buffer = b""
+        while True:
+            while b"\r\n\r\n" not in buffer:
+                data = self._receive(connection)
+                if not data:
+                    return
+                buffer += data
+            head, _, buffer = buffer.partition(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            while len(buffer) < length:
+                buffer += self._receive(connection)
+            request, buffer = head + b"\r\n\r\n" + buffer[:length], buffer[length:]
+            self.requests.append(request)
+            script = self.scripts[min(len(self.requests), len(self.scripts)) - 1]
+            parts, close = script(request)
+            for part in parts:
+                connection.sendall(part)
+                self.bytes_sent += len(part)
+            if close:
+                return
+
+    def _receive(self, connection: socket.socket) -> bytes:
+        """The next bytes from the client; none once it hung up or the server stops."""
+        while not self.stopping:
+            try:
+                return connection.recv(65_536)
+            except TimeoutError:
+                continue
+        return b""

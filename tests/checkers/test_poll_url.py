@@ -586,11 +586,14 @@ async def test_a_json_body_cut_at_the_cap_cannot_satisfy_a_field(
     )
 
 
+@pytest.mark.parametrize("coding", ["gzip", "gzip, gzip"])
 async def test_gzip_bodies_are_decoded(
-    local_settings: Callable[..., Settings], caller: Caller
+    local_settings: Callable[..., Settings], caller: Caller, coding: str
 ) -> None:
-    packed = gzip.compress(json.dumps({"status": "ok"}).encode())
-    reply = Reply(body=packed, headers={"Content-Encoding": "gzip",
+    packed = json.dumps({"status": "ok"}).encode()
+    for _ in coding.split(","):
+        packed = gzip.compress(packed)
+    reply = Reply(body=packed, headers={"Content-Encoding": coding,
                                         "Content-Type": "application/json"})
     with HttpServer(sequence(reply)) as server:
         async with stepping(local_settings()) as (engine, _):

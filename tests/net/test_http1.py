@@ -114,6 +114,79 @@ def test_a_head_that_never_ends_is_refused_past_the_cap() -> None:
             parser.feed(b"x-filler: " + b"a" * 988 + b"\r\n")
 
 
+def _head_of(total: int, status_line: bytes, last: bytes) -> bytes:
+    """A head of exactly ``total`` bytes: the status line, one filler field, ``last``."""
+    room = total - len(status_line) - len(b"x-filler: \r\n") - len(last)
+    return status_line + b"x-filler: " + b"a" * room + b"\r\n" + last
+
+
+@given(st.integers(0, 1), st.integers(0, 3), st.lists(st.integers(1, 70_000), max_size=6))
+def test_the_head_cap_is_exact_whatever_the_pieces(
+    extra: int, informational: int, sizes: list[int]
+) -> None:
+    """The heads of the informational answers and of the real one count together."""
+    final = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n"
+    share = (MAX_HEAD_BYTES - len(final)) // (informational + 1)
+    heads = [_head_of(share, b"HTTP/1.1 103 Early Hints\r\n", b"\r\n")
+             for _ in range(informational)]
+    heads.append(_head_of(MAX_HEAD_BYTES + extra - sum(map(len, heads)),
+                          b"HTTP/1.1 200 OK\r\n", b"content-length: 2\r\n\r\n"))
+    raw = b"".join(heads) + b"ok"
+    assert len(raw) == MAX_HEAD_BYTES + extra + 2
+    parser = AnswerParser()
+    position = 0
+    try:
+        for size in [*sizes, len(raw)]:
+            parser.feed(raw[position:position + size])
+            position += size
+    except BrokenAnswer as exc:
+        assert extra and "head is over" in str(exc)
+    else:
+        assert not extra and parser.complete and parser.status == 200
+        assert b"".join(parser.take_body()) == b"ok"
+
+
+def test_trailer_fields_are_dropped_not_taken_for_headers() -> None:
+    """RFC 9110 §6.5.1: a trailer field is not merged into the head's fields."""
+    parser = AnswerParser()
+    parser.feed(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+                b"2\r\nok\r\n0\r\ncontent-encoding: gzip\r\nx-t: 1\r\n\r\n")
+    assert parser.complete and parser.headers == [("transfer-encoding", b"chunked")]
+
+
+@pytest.mark.parametrize(
+    ("raw", "headers"),
+    [
+        (b"HTTP/1.1 200 OK\ncontent-length: 2\n\nok", [("content-length", b"2")]),
+        (b"HTTP/1.1 200 OK\r\nx-a: 1\ncontent-length: 2\n\r\nok",
+         [("x-a", b"1"), ("content-length", b"2")]),
+    ],
+)
+def test_a_bare_lf_ends_a_head_line(raw: bytes, headers: list[tuple[str, bytes]]) -> None:
+    """RFC 9112 §2.2: a recipient may take a bare LF for a line's end (as h11 does)."""
+    parser = AnswerParser()
+    parser.feed(raw)
+    assert parser.complete and parser.headers == headers
+    assert b"".join(parser.take_body()) == b"ok"
+
+
+@pytest.mark.parametrize("raw", [b"\r\nHTTP/1.1 200 OK\r\n\r\n", b"http/1.1 200 OK\r\n\r\n",
+                                 b"HTTP/1.1 100 Continue\r\n\r\n\r\nHTTP/1.1 200 OK\r\n\r\n"])
+def test_an_answer_begins_with_http_slash(raw: bytes) -> None:
+    """No empty line before a status line: RFC 9112 §2.2 lets only a server skip one."""
+    with pytest.raises(BrokenAnswer, match="does not begin with HTTP/"):
+        AnswerParser().feed(raw)
+
+
+@pytest.mark.parametrize("informational", [b"HTTP/1.0 100 Continue\r\n\r\n",
+                                           b"HTTP/1.1 103 Early\r\nconnection: close\r\n\r\n"])
+def test_an_informational_answer_does_not_close_what_follows(informational: bytes) -> None:
+    """RFC 9110 §15.2: the final answer follows a 1xx, whatever the 1xx says of the connection."""
+    parser = AnswerParser()
+    parser.feed(informational + b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+    assert parser.complete and parser.status == 200 and b"".join(parser.take_body()) == b"ok"
+
+
 def test_what_follows_a_complete_answer_spoils_the_connection_not_the_answer() -> None:
     parser = AnswerParser()
     parser.feed(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n")

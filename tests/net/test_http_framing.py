@@ -10,9 +10,6 @@ send a header that would split the request.
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Callable, Sequence
-
 import anyio
 import pytest
 
@@ -20,67 +17,12 @@ from circleback import HttpTuning
 from circleback.net.guarded_client import GuardedClient, HttpFailure
 from circleback.net.netguard import NetworkPolicy, parse_http_url
 
-from ..http_servers import RawServer
+from ..http_servers import ScriptedServer, answer
 
 pytestmark = pytest.mark.anyio
 
 _POLICY = NetworkPolicy(("127.0.0.1/32",))
 _OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
-
-#: What the server does with one request: the bytes it sends back, and whether it
-#: then closes the connection.
-Script = Callable[[bytes], tuple[Sequence[bytes], bool]]
-
-
-def answer(*parts: bytes, close: bool = False) -> Script:
-    """A script that sends ``parts`` (one ``send`` each) whatever the request."""
-    return lambda request: (parts, close)
-
-
-class ScriptedServer(RawServer):
-    """Answers the n-th request it reads with the n-th script (the last one repeats)."""
-
-    def __init__(self, *scripts: Script) -> None:
-        super().__init__()
-        self.scripts = scripts
-        self.requests: list[bytes] = []
-
-    def serve(self, connection: socket.socket) -> None:
-        connection.settimeout(0.02)
-        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        buffer = b""
-        while True:
-            while b"\r\n\r\n" not in buffer:
-                data = self._receive(connection)
-                if not data:
-                    return
-                buffer += data
-            head, _, buffer = buffer.partition(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n")[1:]:
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-            while len(buffer) < length:
-                buffer += self._receive(connection)
-            request, buffer = head + b"\r\n\r\n" + buffer[:length], buffer[length:]
-            self.requests.append(request)
-            script = self.scripts[min(len(self.requests), len(self.scripts)) - 1]
-            parts, close = script(request)
-            for part in parts:
-                connection.sendall(part)
-            if close:
-                return
-
-    def _receive(self, connection: socket.socket) -> bytes:
-        """The next bytes from the client; none once it hung up or the server stops."""
-        while not self.stopping:
-            try:
-                return connection.recv(65_536)
-            except TimeoutError:
-                continue
-        return b""
-
 
 async def _fetch(client: GuardedClient, url: str, method: str = "GET") -> tuple[int, bytes]:
     async with client.request(method, parse_http_url(url)) as response:

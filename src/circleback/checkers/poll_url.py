@@ -138,6 +138,8 @@ class _Answer:
     content: bytes
     truncated: bool
     encoding: str
+    #: Whether the body was decoded from its encoding (else it is as sent).
+    decoded: bool
     text: str
     parsed: Any
 
@@ -350,6 +352,7 @@ class PollUrlChecker(Checker):
         limit: int,
     ) -> _Answer:
         from ..net.guarded_client import redirect_request
+        from ..net.httpclient import decodes
 
         method: str = config["method"]
         headers: dict[str, str] = dict(config.get("headers") or {})
@@ -374,6 +377,7 @@ class PollUrlChecker(Checker):
                         content=body,
                         truncated=truncated,
                         encoding=response.content_encoding,
+                        decoded=decodes(response.content_encoding),
                         text=_excerpt(body, response.charset),
                         parsed=_NOT_JSON if truncated else _parse_json(body),
                     )
@@ -421,7 +425,7 @@ def _judge(config: Mapping[str, Any], answer: _Answer, elapsed_ms: int, limit: i
 
 
 def _result_body(answer: _Answer) -> Any:
-    if answer.encoding not in ("", "identity", "gzip", "x-gzip", "deflate"):
+    if not answer.decoded:
         return f"<{len(answer.content)} bytes in {answer.encoding} encoding>"
     if answer.parsed is not _NOT_JSON:
         compact = json.dumps(answer.parsed, separators=(",", ":"), ensure_ascii=False)

@@ -50,7 +50,7 @@ from ..core.errors import (
 from ..core.settings import HttpTuning
 from . import asyncio_stream
 from .http1 import AnswerParser, BrokenAnswer, UnsendableRequest, encode_request
-from .httpclient import body_decoder, ssl_context
+from .httpclient import BodyDecoder, body_decoder, ssl_context
 from .netguard import NetworkPolicy
 
 __all__ = [
@@ -213,15 +213,16 @@ class Response:
         """The body, decoded, up to ``limit`` bytes, and whether it was cut there.
 
         Reading stops as soon as the limit is passed, so an endless or huge (or
-        decompressing) body costs no more memory than the cap.
+        decompressing) body costs no more memory than the cap. Where a compressed
+        stream ends, so does the body: what follows is neither decoded nor read.
         """
         answer = self._answer
-        decode = body_decoder(self.content_encoding) or (lambda data, most: data[:most])
+        decoder = body_decoder(self.content_encoding) or BodyDecoder()
         body = bytearray()
         while True:
             for data in answer.take_body():
                 try:
-                    body += decode(data, limit + 1 - len(body))
+                    body += decoder.decode(data, limit + 1 - len(body))
                 except httpx.DecodingError as exc:
                     self._cut = True
                     raise HttpFailure(str(exc)) from None
@@ -229,6 +230,9 @@ class Response:
                     self._cut = True
                     del body[limit:]
                     return bytes(body), True
+                if decoder.finished:
+                    self._cut = not answer.complete  # the rest is not read: not reused
+                    return bytes(body), False
             if answer.complete:
                 return bytes(body), False
             await self._client.read_more(self._connection, answer)
