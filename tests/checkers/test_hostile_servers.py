@@ -216,14 +216,14 @@ async def test_an_idempotent_request_is_sent_again_on_a_new_connection(method: s
     server = CannedServer((response(b"ok"), False), (None, True))
     client = GuardedClient(HttpTuning(), NetworkPolicy(LOOPBACK))
     url = parse_http_url(server.url)
-    try:
-        with server.running():
+    with server.running():
+        try:
             async with client.request("GET", url) as first:
                 await first.read_capped(100)
             async with client.request(method, url) as second:
                 assert (await second.read_capped(100)) == (b"ok", False)
-    finally:
-        await client.aclose()
+        finally:
+            await client.aclose()  # so the server's thread sees the end at once
     assert server.connections == 2
     assert [request.split(b" ", 1)[0] for request in server.requests] == [
         b"GET", method.encode(), method.encode()]
