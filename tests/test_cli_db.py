@@ -110,7 +110,7 @@ def test_db_upgrade_brings_a_first_release_database_up_and_keeps_its_jobs(
     job_id = _insert_due_job(db, caller)
 
     refused = circleback_cli(store_url, "workers")
-    assert refused.returncode == 1
+    assert refused.returncode == 5
     assert "circleback db upgrade" in refused.stderr
     assert "Traceback" not in refused.stderr
 
@@ -131,7 +131,7 @@ def test_db_upgrade_refuses_a_database_of_a_newer_circleback(store_url: str) -> 
         conn.execute(sa.text(f"UPDATE {migrate.VERSION_TABLE} SET version_num = '9001'"))
     engine.dispose()
     done = circleback_cli(store_url, "db", "upgrade")
-    assert done.returncode == 1
+    assert done.returncode == 5
     assert "newer circleback" in done.stderr
     assert "Traceback" not in done.stderr
 

@@ -8,24 +8,26 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import anyio
 import click
 
-from ..core.clock import SystemClock
-from ..core.errors import CirclebackError
 from ..core.models import Caller
 from ..core.settings import Settings
-from ..engine.engine import Engine
+from .failures import EXIT_CODES_HELP, Failure, report, sqlite_path
+
+if TYPE_CHECKING:
+    from ..engine.engine import Engine
 
 __all__ = [
+    "Failure",
     "caller_from",
     "caller_options",
     "cli",
     "facade_engine",
     "one_line",
     "print_table",
+    "require_database",
     "run_async",
     "settings_of",
 ]
@@ -36,21 +38,15 @@ T = TypeVar("T")
 def settings_of(ctx: click.Context) -> Settings:
     """The settings: the environment, with the group's flags over it; a bad one in one line."""
     obj: dict[str, Any] = ctx.ensure_object(dict)
-    try:
-        return Settings.from_env(
-            database_url=obj.get("database_url"), redis_url=obj.get("redis_url")
-        )
-    except CirclebackError as exc:
-        raise click.ClickException(exc.message) from None
+    return Settings.from_env(database_url=obj.get("database_url"), redis_url=obj.get("redis_url"))
 
 
 def run_async(ctx: click.Context, fn: Callable[[], Awaitable[T]]) -> T:
-    """Run ``fn`` on the chosen backend; a circleback error becomes a one-line message."""
+    """Run ``fn`` on the chosen backend (a failure is explained by the group)."""
+    import anyio
+
     backend = ctx.ensure_object(dict).get("backend", "asyncio")
-    try:
-        return anyio.run(fn, backend=backend)
-    except CirclebackError as exc:
-        raise click.ClickException(exc.message) from None
+    return anyio.run(fn, backend=backend)
 
 
 def caller_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -79,8 +75,22 @@ def caller_from(user: str, platform: str, channel: str | None = None, thread: st
     )
 
 
+def require_database(ctx: click.Context) -> None:
+    """Refuse to read a SQLite database that does not exist (opening it would create it)."""
+    from .failures import Exit
+
+    path = sqlite_path(_database_url(ctx.ensure_object(dict)))
+    if path is not None and not path.exists():
+        raise Failure(f"there is no database at {path} yet",
+                      "'circleback db upgrade' makes it (so do 'add' and 'run'); "
+                      "or set CIRCLEBACK_DATABASE_URL", Exit.ENVIRONMENT)
+
+
 def facade_engine(ctx: click.Context) -> Engine:
     """An engine without worker loops: the facade and the operator verbs only."""
+    from ..core.clock import SystemClock
+    from ..engine.engine import Engine
+
     return Engine(settings_of(ctx), worker=False, clock=SystemClock())
 
 
@@ -99,7 +109,29 @@ def print_table(headers: list[str], rows: list[list[str]]) -> None:
         click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
-@click.group()
+class CommandGroup(click.Group):
+    """The group that turns every expected failure into a few lines and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.Abort, click.ClickException):
+            raise
+        except Exception as exc:
+            obj = ctx.find_object(dict) or {}
+            failure = report(exc, debug=obj.get("debug", False),
+                             database_url=_database_url(obj))
+            raise failure from None
+
+
+def _database_url(obj: dict[str, Any]) -> str:
+    import os
+
+    return str(obj.get("database_url") or os.environ.get("CIRCLEBACK_DATABASE_URL")
+               or "sqlite:///circleback.db")
+
+
+@click.group(cls=CommandGroup, epilog=EXIT_CODES_HELP)
 @click.option("--database-url", envvar="CIRCLEBACK_DATABASE_URL", default=None,
               help="SQLAlchemy URL of the store [env CIRCLEBACK_DATABASE_URL; "
                    "default sqlite:///circleback.db]")
@@ -114,7 +146,8 @@ def print_table(headers: list[str], rows: list[list[str]]) -> None:
 def cli(ctx: click.Context, database_url: str | None, redis_url: str | None,
         backend: str, log_level: str) -> None:
     """circleback: watch long-running work and circle back when it is done."""
-    ctx.ensure_object(dict).update(database_url=database_url, redis_url=redis_url, backend=backend)
+    ctx.ensure_object(dict).update(database_url=database_url, redis_url=redis_url,
+                                   backend=backend, debug=log_level.upper() == "DEBUG")
     logging.basicConfig(
         level=log_level.upper(),
         stream=sys.stderr,

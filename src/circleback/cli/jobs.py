@@ -9,7 +9,16 @@ import click
 
 from ..core.models import Job, JobStatus
 from ..core.redaction import redact, redact_url
-from .app import caller_from, caller_options, cli, facade_engine, one_line, print_table, run_async
+from .app import (
+    caller_from,
+    caller_options,
+    cli,
+    facade_engine,
+    one_line,
+    print_table,
+    require_database,
+    run_async,
+)
 
 __all__ = ["jobs"]
 
@@ -80,6 +89,7 @@ def add(ctx: click.Context, /, job_type: str, config: str, message: str,
 def list_jobs(ctx: click.Context, status: str | None, as_json: bool, user: str,
               platform: str) -> None:
     """List a user's jobs, newest first."""
+    require_database(ctx)
 
     async def main() -> list[Job]:
         async with facade_engine(ctx) as engine:
@@ -102,6 +112,7 @@ def list_jobs(ctx: click.Context, status: str | None, as_json: bool, user: str,
 @click.pass_context
 def cancel(ctx: click.Context, job_id: str, user: str, platform: str, as_json: bool) -> None:
     """Cancel an active job."""
+    require_database(ctx)
 
     async def main() -> Job:
         async with facade_engine(ctx) as engine:
@@ -168,6 +179,7 @@ def jobs() -> None:
 @click.pass_context
 def show_job(ctx: click.Context, job_id: str, user: str, platform: str, as_json: bool) -> None:
     """Show one job in full."""
+    require_database(ctx)
 
     async def main() -> Job:
         async with facade_engine(ctx) as engine:

@@ -9,8 +9,7 @@ import click
 
 from ..core.clock import SystemClock
 from ..core.models import DeliveryStatus, OutboxEntry, WorkerInfo
-from ..engine.operations import open_operations, upgrade_database
-from .app import cli, facade_engine, print_table, run_async, settings_of
+from .app import cli, facade_engine, print_table, require_database, run_async, settings_of
 
 __all__ = ["db", "outbox_list", "workers_list"]
 
@@ -48,6 +47,7 @@ def _outbox_row(entry: OutboxEntry) -> list[str]:
 @click.pass_context
 def outbox_list(ctx: click.Context, status: str | None, limit: int, as_json: bool) -> None:
     """List outgoing messages of finished jobs, newest first, with how their delivery went."""
+    require_database(ctx)
 
     async def main() -> list[OutboxEntry]:
         async with facade_engine(ctx) as engine:
@@ -77,6 +77,8 @@ def db_upgrade(ctx: click.Context) -> None:
     Workers refuse to start on an older schema; stop them, run this once, start
     them again with the new circleback.
     """
+    from ..engine.operations import upgrade_database
+
     settings = settings_of(ctx)
     before, after = run_async(ctx, lambda: upgrade_database(settings.database_url))
     click.echo(f"schema: {before or 'empty'} -> {after}")
@@ -107,6 +109,9 @@ def workers_list(ctx: click.Context, as_json: bool) -> None:
     heartbeat is older than a lease (it died or stalls; other workers take its
     jobs over as its leases expire), and 'alive' otherwise.
     """
+    from ..engine.operations import open_operations
+
+    require_database(ctx)
     settings = settings_of(ctx)
 
     async def main() -> list[WorkerInfo]:

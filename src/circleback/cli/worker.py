@@ -5,11 +5,9 @@ from __future__ import annotations
 import logging
 import signal
 
-import anyio
 import attrs
 import click
 
-from ..engine.engine import Engine
 from .app import cli, run_async, settings_of
 
 __all__ = ["run", "serve"]
@@ -21,6 +19,10 @@ __all__ = ["run", "serve"]
 @click.pass_context
 def run(ctx: click.Context, until_idle: bool) -> None:
     """Run the engine (a worker): check due jobs and deliver their messages until stopped."""
+    import anyio
+
+    from ..engine.engine import Engine
+
     settings = settings_of(ctx)
     log = logging.getLogger("circleback")
 
