@@ -14,7 +14,7 @@ import click
 
 from ..core.models import Caller
 from ..core.settings import Settings
-from .failures import EXIT_CODES_HELP, Failure, report, sqlite_path
+from .failures import EXIT_CODES_HELP, Exit, Failure, closed_stdout, report, sqlite_path
 
 if TYPE_CHECKING:
     from ..engine.engine import Engine
@@ -77,8 +77,6 @@ def caller_from(user: str, platform: str, channel: str | None = None, thread: st
 
 def require_database(ctx: click.Context) -> None:
     """Refuse to read a SQLite database that does not exist (opening it would create it)."""
-    from .failures import Exit
-
     path = sqlite_path(_database_url(ctx.ensure_object(dict)))
     if path is not None and not path.exists():
         raise Failure(f"there is no database at {path} yet",
@@ -118,6 +116,8 @@ class CommandGroup(click.Group):
         except (click.exceptions.Exit, click.Abort, click.ClickException):
             raise
         except Exception as exc:
+            if closed_stdout(exc):
+                raise click.exceptions.Exit(int(Exit.FAILED)) from None
             obj = ctx.find_object(dict) or {}
             failure = report(exc, debug=obj.get("debug", False),
                              database_url=_database_url(obj))

@@ -26,7 +26,9 @@ from ..core.errors import (
     WorkflowNotFound,
 )
 
-__all__ = ["EXIT_CODES_HELP", "Exit", "Failure", "explain", "report", "sqlite_path"]
+__all__ = [
+    "EXIT_CODES_HELP", "Exit", "Failure", "closed_stdout", "explain", "report", "sqlite_path",
+]
 
 
 class Exit(enum.IntEnum):
@@ -156,8 +158,6 @@ def explain(exc: BaseException, database_url: str | None = None) -> Failure | No
             return found or Failure(cause.message, None, Exit.ENVIRONMENT)
         if isinstance(cause, CirclebackError):
             return Failure(cause.message, None, Exit.FAILED)
-        if isinstance(cause, BrokenPipeError):
-            return Failure("standard output was closed", None, Exit.FAILED)
         name = type(cause).__module__.split(".", 1)[0]
         if name == "sqlalchemy" and type(cause).__name__ == "ArgumentError":
             return Failure("CIRCLEBACK_DATABASE_URL is not a database URL",
@@ -182,7 +182,14 @@ def report(exc: Exception, *, debug: bool, database_url: str | None) -> Failure:
     return Failure(f"unexpected error: {type(exc).__name__}: {first}", hint, Exit.FAILED)
 
 
-def _quiet_broken_pipe() -> None:
-    """After a closed standard output, stop Python's own complaint at exit."""
+def closed_stdout(exc: BaseException) -> bool:
+    """Whether ``exc`` comes of a closed standard output (``circleback list | head``).
+
+    Then the command ends quietly, as any Unix tool does; standard output is
+    pointed at ``/dev/null`` so that flushing it at exit does not complain again.
+    """
+    if not any(isinstance(cause, BrokenPipeError) for cause in _chain(exc)):
+        return False
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
+    return True
