@@ -5,8 +5,6 @@ Every command reads the ``CIRCLEBACK_*`` environment variables; flags override t
 
 from __future__ import annotations
 
-import logging
-import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -15,6 +13,7 @@ import click
 from ..core.models import Caller
 from ..core.settings import Settings
 from .failures import EXIT_CODES_HELP, Exit, Failure, closed_stdout, report, sqlite_path
+from .logs import configure_logging
 
 if TYPE_CHECKING:
     from ..engine.engine import Engine
@@ -140,18 +139,21 @@ def _database_url(obj: dict[str, Any]) -> str:
 @click.option("--backend", type=click.Choice(["asyncio", "trio"]), default="asyncio",
               envvar="CIRCLEBACK_BACKEND", show_default=True, help="async backend to run on")
 @click.option("--log-level", default="INFO", envvar="CIRCLEBACK_LOG_LEVEL", show_default=True,
-              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+              help="level of circleback's own log lines (DEBUG adds tracebacks to errors)")
+@click.option("--library-log-level", default="WARNING", envvar="CIRCLEBACK_LIBRARY_LOG_LEVEL",
+              show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+              help="level of other libraries' log lines (httpx, SQLAlchemy, hypercorn, ...)")
+@click.option("--log-format", default="text", envvar="CIRCLEBACK_LOG_FORMAT", show_default=True,
+              type=click.Choice(["text", "json"]),
+              help="json: one object a line with job_id, workflow_id, user_id")
 @click.version_option(package_name="circleback")
 @click.pass_context
 def cli(ctx: click.Context, database_url: str | None, redis_url: str | None,
-        backend: str, log_level: str) -> None:
+        backend: str, log_level: str, library_log_level: str, log_format: str) -> None:
     """circleback: watch long-running work and circle back when it is done."""
     ctx.ensure_object(dict).update(database_url=database_url, redis_url=redis_url,
                                    backend=backend, debug=log_level.upper() == "DEBUG")
-    logging.basicConfig(
-        level=log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # Alembic narrates every schema check at INFO; only its warnings concern operators.
-    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
+    configure_logging(log_level, library_level=library_log_level,
+                      json_lines=log_format == "json")

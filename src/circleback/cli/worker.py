@@ -28,8 +28,6 @@ def run(ctx: click.Context, until_idle: bool) -> None:
 
     async def main() -> None:
         async with Engine(settings) as engine, anyio.create_task_group() as group:
-            log.info("worker %s running on %s", engine.worker_id,
-                     engine.operations.database_url)
 
             async def stop_on_signal() -> None:
                 with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -42,7 +40,6 @@ def run(ctx: click.Context, until_idle: bool) -> None:
             if until_idle:
                 await engine.wait_until_idle()
                 group.cancel_scope.cancel()
-        log.info("stopped")
 
     run_async(ctx, main)
 
