@@ -17,6 +17,7 @@ from .logs import configure_logging
 
 if TYPE_CHECKING:
     from ..engine.engine import Engine
+    from ..engine.operations import Operations
 
 __all__ = [
     "Failure",
@@ -25,6 +26,7 @@ __all__ = [
     "cli",
     "facade_engine",
     "one_line",
+    "operate",
     "print_table",
     "require_database",
     "run_async",
@@ -81,6 +83,20 @@ def require_database(ctx: click.Context) -> None:
         raise Failure(f"there is no database at {path} yet",
                       "'circleback db upgrade' makes it (so do 'add' and 'run'); "
                       "or set CIRCLEBACK_DATABASE_URL", Exit.ENVIRONMENT)
+
+
+def operate(ctx: click.Context, act: Callable[[Operations], Awaitable[T]]) -> T:
+    """Run ``act`` on the operator verbs of the configured database (which must exist)."""
+    from ..engine.operations import open_operations
+
+    require_database(ctx)
+    url = settings_of(ctx).database_url
+
+    async def main() -> T:
+        async with open_operations(url) as operations:
+            return await act(operations)
+
+    return run_async(ctx, main)
 
 
 def facade_engine(ctx: click.Context) -> Engine:

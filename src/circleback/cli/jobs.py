@@ -8,8 +8,7 @@ orchestrator would. The JSON is the tools' job view, with the caller's ids.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 import click
 
@@ -22,34 +21,16 @@ from .app import (
     cli,
     facade_engine,
     one_line,
+    operate,
     print_table,
-    require_database,
     run_async,
     settings_of,
 )
 from .failures import Exit, Failure
 
-if TYPE_CHECKING:
-    from ..engine.operations import Operations
-
 __all__ = ["jobs"]
 
 _STATUSES = [status.value for status in JobStatus]
-T = TypeVar("T")
-
-
-def _operate(ctx: click.Context, act: Callable[[Operations], Awaitable[T]]) -> T:
-    """Run ``act`` on the operator verbs of the configured database (which must exist)."""
-    from ..engine.operations import open_operations
-
-    require_database(ctx)
-    url = settings_of(ctx).database_url
-
-    async def main() -> T:
-        async with open_operations(url) as operations:
-            return await act(operations)
-
-    return run_async(ctx, main)
 
 
 def shown(ctx: click.Context, job: Job) -> dict[str, Any]:
@@ -173,7 +154,7 @@ def add(ctx: click.Context, /, job_type: str, config: str, message: str,
 def list_jobs(ctx: click.Context, status: str | None, user: str | None, workflow: str | None,
               job_type: str | None, limit: int, as_json: bool) -> None:
     """List jobs of every user, newest first (the options narrow it)."""
-    found = _operate(ctx, lambda ops: ops.list_jobs(
+    found = operate(ctx, lambda ops: ops.list_jobs(
         user_id=user, status=JobStatus(status) if status else None, workflow_id=workflow,
         job_type=job_type, limit=limit))
     if as_json:
@@ -199,7 +180,7 @@ def cancel(ctx: click.Context, job_id: str | None, workflow: str | None, user: s
     if (job_id is None) == (workflow is None):
         raise click.UsageError("give a JOB_ID or --workflow ID (one of them)")
     if workflow is not None:
-        cancelled, finished = _operate(ctx, lambda ops: ops.cancel_workflow(
+        cancelled, finished = operate(ctx, lambda ops: ops.cancel_workflow(
             workflow, user_id=user))
         if as_json:
             click.echo(json.dumps([shown(ctx, job) for job in cancelled], indent=2))
@@ -210,7 +191,7 @@ def cancel(ctx: click.Context, job_id: str | None, workflow: str | None, user: s
                        err=True)
         return
     assert job_id is not None
-    job, was_active = _operate(ctx, lambda ops: ops.cancel_job(job_id, user_id=user))
+    job, was_active = operate(ctx, lambda ops: ops.cancel_job(job_id, user_id=user))
     if as_json:
         click.echo(json.dumps(shown(ctx, job), indent=2))
     if not was_active:
@@ -267,7 +248,7 @@ def jobs() -> None:
 @click.pass_context
 def show_job(ctx: click.Context, job_id: str, user: str | None, as_json: bool) -> None:
     """Show one job in full (JOB_ID: its id or 8+ leading hex digits)."""
-    job = _operate(ctx, lambda ops: ops.get_job(job_id, user_id=user))
+    job = operate(ctx, lambda ops: ops.get_job(job_id, user_id=user))
     if as_json:
         click.echo(json.dumps(shown(ctx, job), indent=2))
     else:

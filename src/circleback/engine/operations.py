@@ -11,7 +11,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
@@ -119,6 +119,26 @@ class Operations:
         if not cancelled and not untouched:
             raise WorkflowNotFound(workflow)
         return cancelled, untouched
+
+    async def backlog(self) -> tuple[int, int, datetime | None]:
+        """(active jobs, messages waiting to go out, when the next job is due)."""
+        active, pending = await self._store.count_unfinished()
+        return active, pending, await self._store.next_due_time()
+
+    async def requeue_outbox(
+        self, refs: list[str], *, all_dead: bool = False
+    ) -> list[uuid.UUID]:
+        """Make dead messages due again (those named, or every one); returns the ids requeued."""
+        ids = [parse_uuid(ref, "notification_id") for ref in refs]
+        return await self._store.requeue_deliveries(_now(), ids=ids, all_dead=all_dead)
+
+    async def purge_sent(self, older_than_seconds: float) -> int:
+        """Delete messages sent longer ago than ``older_than_seconds``; returns how many."""
+        return await self._store.purge_sent(_now() - timedelta(seconds=older_than_seconds))
+
+    async def prune_workers(self, silent_seconds: float) -> int:
+        """Forget stopped workers and those silent for longer than ``silent_seconds``."""
+        return await self._store.prune_workers(_now() - timedelta(seconds=silent_seconds))
 
     async def list_workers(self) -> list[WorkerInfo]:
         """Every worker that has reported, latest heartbeat first."""
