@@ -475,3 +475,19 @@ def test_the_allow_list_comes_from_the_environment() -> None:
     assert policy.allows_name("status.internal")
     with pytest.raises(AddressRefused):
         policy.check_url(parse_http_url("http://192.168.1.1/"))
+
+
+def test_localhost_is_refused_when_added_and_the_refusal_names_the_setting(
+    settings: Settings,
+) -> None:
+    from circleback.checkers.poll_url import PollUrlChecker
+    from circleback.core.abc import ValidationContext
+
+    checker = PollUrlChecker()
+    context = ValidationContext(settings=settings)
+    for url in ("http://localhost:8080/health", "http://api.localhost/x", "http://127.0.0.1/"):
+        with pytest.raises(CirclebackValidationError) as refused:
+            checker.refine_config({"url": url}, context)
+        assert "CIRCLEBACK_ALLOW_NETWORKS" in refused.value.message
+    allowed = ValidationContext(settings=attrs.evolve(settings, allow_networks=("localhost",)))
+    assert checker.refine_config({"url": "http://localhost:8080/health"}, allowed)["url"]
