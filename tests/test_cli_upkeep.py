@@ -12,7 +12,6 @@ from datetime import timedelta
 from typing import Any
 
 import anyio
-import pytest
 from click.testing import CliRunner
 
 import circleback
@@ -25,8 +24,6 @@ from circleback.testing import TestingPlugin
 
 from .pacing import QUICK
 from .test_cli_logs import RefusingPlugin
-
-ASYNCIO = pytest.mark.parametrize("anyio_backend", ["asyncio"])
 
 
 def invoke(url: str, *args: str, code: int = 0) -> str:
@@ -49,13 +46,11 @@ async def finish(settings: Settings, caller: circleback.Caller, on_complete: str
             await engine.wait_until_idle(poll_seconds=0.05)
 
 
-@pytest.mark.anyio
-@ASYNCIO
-async def test_requeue_a_dead_message_and_purge_sent_ones(
+def test_requeue_a_dead_message_and_purge_sent_ones(
     settings: Settings, caller: circleback.Caller, store_url: str
 ) -> None:
-    await finish(settings, caller, "refuse")
-    await finish(settings, caller, "record")
+    anyio.run(finish, settings, caller, "refuse")
+    anyio.run(finish, settings, caller, "record")
     [dead] = json.loads(invoke(store_url, "outbox", "--status", "dead", "--json"))
     missing = str(uuid.uuid4())
     assert f"{missing}" in invoke(store_url, "outbox", "requeue", missing, code=3)

@@ -185,10 +185,9 @@ async def test_every_hostile_url_is_refused_and_the_sentinel_sees_nothing(
                 refused_at_add.append(url)
             else:
                 added[url] = job
-        # Host names pass add_job: they are judged after resolution, at the check.
-        assert sorted(added) == sorted(
-            sentinel.url(case.url) for case in MATRIX if "localhost" in case.url.lower()
-        )
+        # localhost always means loopback: refused when added, like the literal addresses.
+        # Other host names are judged after resolution, at every check.
+        assert added == {}
         assert await engine.run_due_jobs() == len(added)
         for url, job in added.items():
             checked = await engine.scheduler.get_job(caller, job.id)

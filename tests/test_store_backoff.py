@@ -33,4 +33,4 @@ async def test_claiming_from_a_broken_store_backs_off(
     # Pauses of 0.5, 1 and 2 s: three or four tries in 3.2 s, not one per loop turn.
     assert 2 <= len(failed) <= 4, [r.getMessage() for r in failed]
     assert "trying again in 1.0 s" in failed[1].getMessage()
-    assert all(r.exc_info is None for r in failed)
+    assert not any(r.exc_info for r in failed)
