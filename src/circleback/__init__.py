@@ -29,6 +29,8 @@ as :class:`~circleback.testing.ManualClock`. Every other module is private.
 from __future__ import annotations
 
 import contextlib
+import importlib
+import typing
 
 from .core.abc import (
     Checker,
@@ -43,9 +45,11 @@ from .core.errors import CirclebackError, DeliveryFailed, ModuleCallFailed, Vali
 from .core.hookspecs import hookimpl
 from .core.models import Caller, CheckOutcome, Job, JobStatus, Notification
 from .core.settings import EngineTuning, HttpTuning, Limits, Settings
-from .engine.engine import Engine
-from .engine.scheduler import Scheduler
-from .tools import SchedulerTools
+
+if typing.TYPE_CHECKING:
+    from .engine.engine import Engine
+    from .engine.scheduler import Scheduler
+    from .tools import SchedulerTools
 
 __version__ = "0.1.0"
 
@@ -77,10 +81,37 @@ __all__ = [
     "hookimpl",
 ]
 
-# Public names report the package as their home, as they are documented.
-for _name in __all__:
-    _value = globals()[_name]
-    if isinstance(_value, type) or callable(_value):
+#: Names loaded on first use: the engine brings SQLAlchemy, which a command's
+#: ``--help`` or a plugin module importing ``circleback`` for its base classes
+#: should not pay for.
+_LAZY = {
+    "Engine": ".engine.engine",
+    "Scheduler": ".engine.scheduler",
+    "SchedulerTools": ".tools",
+}
+
+
+def _as_public(value: typing.Any) -> None:
+    """Public names report the package as their home, as they are documented."""
+    if isinstance(value, type) or callable(value):
         with contextlib.suppress(AttributeError, TypeError):
-            _value.__module__ = "circleback"
-del _name, _value
+            value.__module__ = "circleback"
+
+
+def __getattr__(name: str) -> typing.Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'circleback' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    _as_public(value)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
+
+for _name in __all__:
+    if _name not in _LAZY:
+        _as_public(globals()[_name])
+del _name

@@ -29,18 +29,19 @@ def run(request: pytest.FixtureRequest, store_url: str) -> Any:
 
 
 def test_add_list_show_cancel_as_tables_and_as_json(run: Any) -> None:
-    user = ["--user", f"ann-{uuid.uuid4().hex[:6]}", "--platform", "cli-test"]
+    user = ["--user", f"ann-{uuid.uuid4().hex[:6]}"]
+    caller = [*user, "--platform", "cli-test"]
     workflow = str(uuid.uuid4())
     plain_id = run("add", "delay", "--config", '{"delay_seconds": 600}', "--message", "later",
-                   *user).stdout.strip()
+                   *caller).stdout.strip()
     assert uuid.UUID(plain_id)
     added = json.loads(run("add", "delay", "--config", '{"delay_seconds": 900}', "--message",
                            "much later\nwith a second line", "--workflow", workflow, "--json",
-                           *user).stdout)
+                           *caller).stdout)
     assert added["status"] == "active" and added["workflow_id"] == workflow
 
     table = run("list", *user).stdout.splitlines()
-    assert table[0].split() == ["ID", "TYPE", "STATUS", "ATTEMPTS", "NEXT/DONE", "(UTC)",
+    assert table[0].split() == ["ID", "USER", "TYPE", "STATUS", "ATTEMPTS", "NEXT/DONE", "(UTC)",
                                 "WORKFLOW", "LAST", "ERROR"]
     assert {line.split()[0] for line in table[1:]} == {plain_id, added["id"]}
     assert any(workflow[:8] in line for line in table[1:])

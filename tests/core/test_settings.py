@@ -52,9 +52,9 @@ def test_the_cli_says_in_one_line_that_a_setting_is_gone(
 ) -> None:
     monkeypatch.setenv("CIRCLEBACK_RECORD_LINGER_SECONDS", "0.1")
     result = CliRunner().invoke(cli, ["--database-url", "sqlite://", *command])
-    assert result.exit_code == 1
+    assert result.exit_code == 5
     assert result.exception is None or isinstance(result.exception, SystemExit)
     assert result.output.strip() == (
-        "Error: CIRCLEBACK_RECORD_LINGER_SECONDS: record_linger_seconds is no longer a "
+        "circleback: CIRCLEBACK_RECORD_LINGER_SECONDS: record_linger_seconds is no longer a "
         "setting (the engine fixes it); unset CIRCLEBACK_RECORD_LINGER_SECONDS"
     )

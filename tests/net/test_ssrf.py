@@ -185,10 +185,9 @@ async def test_every_hostile_url_is_refused_and_the_sentinel_sees_nothing(
                 refused_at_add.append(url)
             else:
                 added[url] = job
-        # Host names pass add_job: they are judged after resolution, at the check.
-        assert sorted(added) == sorted(
-            sentinel.url(case.url) for case in MATRIX if "localhost" in case.url.lower()
-        )
+        # localhost always means loopback: refused when added, like the literal addresses.
+        # Other host names are judged after resolution, at every check.
+        assert added == {}
         assert await engine.run_due_jobs() == len(added)
         for url, job in added.items():
             checked = await engine.scheduler.get_job(caller, job.id)
@@ -475,3 +474,19 @@ def test_the_allow_list_comes_from_the_environment() -> None:
     assert policy.allows_name("status.internal")
     with pytest.raises(AddressRefused):
         policy.check_url(parse_http_url("http://192.168.1.1/"))
+
+
+def test_localhost_is_refused_when_added_and_the_refusal_names_the_setting(
+    settings: Settings,
+) -> None:
+    from circleback.checkers.poll_url import PollUrlChecker
+    from circleback.core.abc import ValidationContext
+
+    checker = PollUrlChecker()
+    context = ValidationContext(settings=settings)
+    for url in ("http://localhost:8080/health", "http://api.localhost/x", "http://127.0.0.1/"):
+        with pytest.raises(CirclebackValidationError) as refused:
+            checker.refine_config({"url": url}, context)
+        assert "CIRCLEBACK_ALLOW_NETWORKS" in refused.value.message
+    allowed = ValidationContext(settings=attrs.evolve(settings, allow_networks=("localhost",)))
+    assert checker.refine_config({"url": "http://localhost:8080/health"}, allowed)["url"]

@@ -40,11 +40,12 @@ def _table(stdout: str) -> dict[str, dict[str, str]]:
     """``circleback list`` output as {job id: {column: value}}."""
     header, *rows = stdout.splitlines()
     columns = header.split()
-    assert columns[:4] == ["ID", "TYPE", "STATUS", "ATTEMPTS"], header
+    assert columns[:5] == ["ID", "USER", "TYPE", "STATUS", "ATTEMPTS"], header
     table = {}
     for row in rows:
         cells = row.split()
-        table[cells[0]] = dict(zip(["id", "type", "status", "attempts"], cells[:4], strict=True))
+        table[cells[0]] = dict(zip(["id", "user", "type", "status", "attempts"], cells[:5],
+                                   strict=True))
     return table
 
 
@@ -73,7 +74,8 @@ def test_the_readme_quickstart_then_status_filters_and_cancel(tmp_path: Path) ->
 
     listed = _table(circleback(tmp_path, "list"))
     assert listed == {
-        job_id: {"id": job_id, "type": "delay", "status": "completed", "attempts": "1/120"}
+        job_id: {"id": job_id, "user": "cli", "type": "delay", "status": "completed",
+                 "attempts": "1/120"}
     }
 
     # A second job, cancelled before it is due; each status filter shows only its own job.

@@ -36,6 +36,7 @@ engine whose jobs never poll a URL does not load them.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -256,10 +257,15 @@ class PollUrlChecker(Checker):
             url = parse_http_url(config["url"])
         except AddressRefused as exc:
             raise UrlRefused("url", exc.reason) from None
+        policy = NetworkPolicy.from_allow_list(context.settings.allow_networks)
         try:
-            NetworkPolicy.from_allow_list(context.settings.allow_networks).check_url(url)
+            policy.check_url(url)
+            _check_reserved_name(policy, url.host)
         except AddressRefused as exc:
-            raise UrlRefused("url", f"may not be requested: {exc.reason}") from None
+            raise UrlRefused(
+                "url", f"may not be requested: {exc.reason} (an operator allows a host or "
+                "range with CIRCLEBACK_ALLOW_NETWORKS)"
+            ) from None
         normal: dict[str, Any] = {"url": str(url), "method": config.get("method", "GET").upper()}
         codes = as_values(config.get("expected_status", 200))
         normal["expected_status"] = list(dict.fromkeys(int(code) for code in codes))
@@ -438,3 +444,19 @@ def _result_body(answer: _Answer) -> Any:
 def circleback_register_checkers(register: Callable[[Checker], None]) -> None:
     """Register the ``poll_url`` job type."""
     register(PollUrlChecker())
+
+
+def _check_reserved_name(policy: NetworkPolicy, host: str) -> None:
+    """Refuse ``localhost`` and ``*.localhost`` when the job is added, without DNS.
+
+    These names always mean the loopback address (RFC 6761), so a job naming
+    one would only fail at its first check. Every other name is judged after
+    resolution, at every check.
+    """
+    name = host.rstrip(".").lower()
+    if name != "localhost" and not name.endswith(".localhost"):
+        return
+    loopback = ipaddress.ip_address("127.0.0.1")
+    reason = policy.refusal(name, loopback)
+    if reason:
+        raise AddressRefused(f"{name} is always {reason}")

@@ -9,10 +9,19 @@ import click
 
 from ..core.clock import SystemClock
 from ..core.models import DeliveryStatus, OutboxEntry, WorkerInfo
-from ..engine.operations import open_operations, upgrade_database
-from .app import cli, facade_engine, print_table, run_async, settings_of
+from ..core.settings import EngineTuning
+from .app import (
+    cli,
+    facade_engine,
+    operate,
+    print_table,
+    require_database,
+    run_async,
+    settings_of,
+)
+from .failures import Exit, Failure
 
-__all__ = ["db", "outbox_list", "workers_list"]
+__all__ = ["db", "outbox_list", "outbox_purge", "outbox_requeue", "workers_list", "workers_prune"]
 
 
 def _outbox_dict(entry: OutboxEntry) -> dict[str, Any]:
@@ -39,7 +48,7 @@ def _outbox_row(entry: OutboxEntry) -> list[str]:
             str(entry.attempts), entry.delivered_via or "", detail[:60]]
 
 
-@cli.command(name="outbox")
+@cli.group(name="outbox", invoke_without_command=True)
 @click.option("--status", type=click.Choice([status.value for status in DeliveryStatus]),
               default=None, help="only this delivery status; 'dead' lists the dead letters")
 @click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True,
@@ -47,7 +56,13 @@ def _outbox_row(entry: OutboxEntry) -> list[str]:
 @click.option("--json", "as_json", is_flag=True, help="print JSON for scripts")
 @click.pass_context
 def outbox_list(ctx: click.Context, status: str | None, limit: int, as_json: bool) -> None:
-    """List outgoing messages of finished jobs, newest first, with how their delivery went."""
+    """List outgoing messages of finished jobs, newest first, with how their delivery went.
+
+    'outbox requeue' sends dead messages again; 'outbox purge' deletes old sent ones.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    require_database(ctx)
 
     async def main() -> list[OutboxEntry]:
         async with facade_engine(ctx) as engine:
@@ -77,6 +92,8 @@ def db_upgrade(ctx: click.Context) -> None:
     Workers refuse to start on an older schema; stop them, run this once, start
     them again with the new circleback.
     """
+    from ..engine.operations import upgrade_database
+
     settings = settings_of(ctx)
     before, after = run_async(ctx, lambda: upgrade_database(settings.database_url))
     click.echo(f"schema: {before or 'empty'} -> {after}")
@@ -97,16 +114,22 @@ def _age(seconds: float) -> str:
     return f"{days}d{hours:02d}h"
 
 
-@cli.command(name="workers")
+@cli.group(name="workers", invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True, help="print JSON for scripts")
 @click.pass_context
 def workers_list(ctx: click.Context, as_json: bool) -> None:
     """Show the workers of this database: heartbeats, and the jobs and messages each holds.
 
-    STATE is 'stopped' for a worker that shut down cleanly, 'silent' when its last
-    heartbeat is older than a lease (it died or stalls; other workers take its
-    jobs over as its leases expire), and 'alive' otherwise.
+    STATE is 'stopped' for a worker that shut down cleanly, 'silent' when it has
+    missed three heartbeats (it died or stalls; other workers take its jobs over
+    as its leases expire), and 'alive' otherwise. 'workers prune' forgets the
+    stopped and the long silent.
     """
+    if ctx.invoked_subcommand is not None:
+        return
+    from ..engine.operations import open_operations
+
+    require_database(ctx)
     settings = settings_of(ctx)
 
     async def main() -> list[WorkerInfo]:
@@ -115,12 +138,12 @@ def workers_list(ctx: click.Context, as_json: bool) -> None:
 
     found = run_async(ctx, main)
     now = SystemClock().now()
-    lease = settings.tuning.lease_seconds
+    deadline = _heartbeat_deadline(settings.tuning)
 
     def state(worker: WorkerInfo, age: float) -> str:
         if worker.stopped_at is not None:
             return "stopped"
-        return "silent" if age > lease else "alive"
+        return "silent" if age > deadline else "alive"
 
     def when(value: Any) -> str:
         return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
@@ -138,6 +161,7 @@ def workers_list(ctx: click.Context, as_json: bool) -> None:
                 "stopped_at": worker.stopped_at.isoformat() if worker.stopped_at else None,
                 "stopped": worker.stopped_at is not None,
                 "state": state(worker, age),
+                "last_seen_at": worker.heartbeat_at.isoformat(),
                 "jobs_held": worker.jobs_held,
                 "messages_held": worker.deliveries_held,
             }
@@ -150,7 +174,81 @@ def workers_list(ctx: click.Context, as_json: bool) -> None:
         [
             [worker.worker_id, worker.hostname, str(worker.pid), when(worker.started_at),
              when(worker.heartbeat_at), _age(age), str(worker.jobs_held),
-             str(worker.deliveries_held), state(worker, age)]
+             str(worker.deliveries_held),
+             f"silent, last seen {_age(age)} ago" if state(worker, age) == "silent"
+             else state(worker, age)]
             for worker, age in zip(found, ages, strict=True)
         ],
     )
+
+
+def _heartbeat_deadline(tuning: EngineTuning) -> float:
+    """Seconds without a heartbeat after which a worker counts as silent: three missed beats."""
+    from ..engine.pacing import Pacing
+
+    return 3 * Pacing().heartbeat_period(tuning)
+
+
+def _duration(text: str) -> float:
+    """``7d``, ``12h``, ``30m``, ``90s`` (or plain seconds) in seconds; a ValueError otherwise."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = text.strip().lower()
+    factor = units.get(text[-1:])
+    number = float(text[:-1] if factor else text)
+    if number < 0 or number != number:
+        raise ValueError(text)
+    return number * (factor or 1)
+
+
+def _duration_option(ctx: click.Context, param: click.Parameter, value: str) -> float:
+    try:
+        return _duration(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a duration such as 7d, 12h, 30m or 90s",
+                                 ctx, param) from None
+
+
+@outbox_list.command(name="requeue")
+@click.argument("notification_ids", nargs=-1)
+@click.option("--dead", "all_dead", is_flag=True, help="requeue every dead message")
+@click.pass_context
+def outbox_requeue(ctx: click.Context, notification_ids: tuple[str, ...], all_dead: bool) -> None:
+    """Send dead messages again: those named (their notification ids), or --dead for all.
+
+    Each starts over with fresh attempts; a message that is not dead is left as it is.
+    """
+    if bool(notification_ids) == all_dead:
+        raise click.UsageError("name the messages to requeue, or give --dead (one of them)")
+    done = operate(ctx, lambda ops: ops.requeue_outbox(list(notification_ids),
+                                                       all_dead=all_dead))
+    for entry_id in done:
+        click.echo(f"{entry_id} requeued")
+    missed = {str(entry_id) for entry_id in done}
+    left = [ref for ref in notification_ids if ref not in missed]
+    if left:
+        raise Failure(f"not dead or not found, left as they were: {', '.join(left)}", None,
+                      Exit.NOT_FOUND)
+    if all_dead and not done:
+        click.echo("no dead messages", err=True)
+
+
+@outbox_list.command(name="purge")
+@click.option("--sent", "sent", is_flag=True, required=True,
+              help="delete sent messages (the only kind purged)")
+@click.option("--older-than", callback=_duration_option, required=True,
+              help="only those sent longer ago than this: 7d, 12h, 30m, 90s")
+@click.pass_context
+def outbox_purge(ctx: click.Context, sent: bool, older_than: float) -> None:
+    """Delete messages that went out longer ago than --older-than (pending and dead stay)."""
+    count = operate(ctx, lambda ops: ops.purge_sent(older_than))
+    click.echo(f"{count} sent messages deleted")
+
+
+@workers_list.command(name="prune")
+@click.option("--silent-for", callback=_duration_option, default="1d", show_default=True,
+              help="also forget workers silent for longer than this")
+@click.pass_context
+def workers_prune(ctx: click.Context, silent_for: float) -> None:
+    """Forget stopped workers, and those silent for longer than --silent-for."""
+    count = operate(ctx, lambda ops: ops.prune_workers(silent_for))
+    click.echo(f"{count} workers forgotten")

@@ -26,6 +26,15 @@ from ..store.store import Store
 from .pacing import Pacing
 from .pipeline import WorkPipeline
 
+
+def job_fields(job: Job) -> dict[str, str | None]:
+    """A job's ids as a log record's extra fields (``--log-format json`` writes them out)."""
+    return {
+        "job_id": str(job.id),
+        "workflow_id": str(job.workflow_id) if job.workflow_id else None,
+        "user_id": job.user_id,
+    }
+
 __all__ = ["Checks"]
 
 #: Largest JSON text of a check result kept with the job and its message.
@@ -109,6 +118,8 @@ class Checks:
             return CheckOutcome.not_yet(
                 f"checker {job.job_type!r} returned {type(outcome).__name__}, not a CheckOutcome"
             )
+        self._log.debug("check of job %s (%s), attempt %d: %s", job.id, job.job_type,
+                        job.attempts + 1, outcome.status.value, extra=job_fields(job))
         result = _storable(outcome.result)
         error = outcome.error[:2000] if outcome.error else None
         if result is outcome.result and error is outcome.error:
@@ -164,6 +175,9 @@ class Checks:
         messages = sum(1 for job, t in transitions if t.message is not None and job.id in applied)
         if messages > len(leased):
             deliveries.wake()
+        for job, transition in transitions:
+            if job.id in applied and transition.job.status is not JobStatus.ACTIVE:
+                self._log_finished(transition.job)
         lost = len(results) - len(applied)
         if lost:
             self._log.info("%d check results were dropped: cancelled or lease lost meanwhile", lost)
@@ -173,6 +187,17 @@ class Checks:
             if job.id in applied and t.job.status is JobStatus.ACTIVE
         ]
         return min(waiting, default=None)
+
+    def _log_finished(self, job: Job) -> None:
+        """One INFO line per finished job: what it was, how it ended, how long it ran."""
+        ran = ((job.completed_at or self._clock.now()) - job.created_at).total_seconds()
+        self._log.info(
+            "job %s (%s) %s after %d of %d attempts, %.1f s after it was added%s",
+            job.id, job.job_type, job.status.value, job.attempts, job.max_attempts, ran,
+            f": {job.last_error[:200]}" if job.status is not JobStatus.COMPLETED
+            and job.last_error else "",
+            extra=job_fields(job),
+        )
 
     async def release(self, jobs: list[Job]) -> None:
         if jobs:

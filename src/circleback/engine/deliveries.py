@@ -95,6 +95,9 @@ class Deliveries:
             self._log.error(
                 "giving up on message %s of job %s after %d attempts: %s",
                 entry.id, entry.job_id, attempt, error,
+                extra={"notification_id": str(entry.id), "job_id": str(entry.job_id),
+                       "workflow_id": _text(entry.notification.workflow_id),
+                       "user_id": entry.notification.user_id},
             )
             return DeliveryUpdate(
                 status=DeliveryStatus.DEAD, attempts=attempt, next_attempt_at=now, last_error=error
@@ -131,3 +134,7 @@ class Deliveries:
 
     async def next_due(self) -> datetime | None:
         return await self._store.next_delivery_time()
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)

@@ -195,6 +195,9 @@ class Engine:
                 on_cancel=self._forget_cancelled,
             )
             if self._run_worker:
+                # Runs last on the way out, once everything else has stopped.
+                stack.callback(logger.info, "worker %s stopped", self.worker_id,
+                               extra={"worker_id": self.worker_id})
                 await self._start_plugins(stack)
                 if self._heartbeat_runs:
                     heartbeat = self._make_heartbeat()
@@ -216,6 +219,9 @@ class Engine:
                 group.start_soon(self._in_scope, reaper, self._reap_forever)
                 stack.callback(self._deliveries.stop)
                 stack.callback(self._jobs.stop)
+                logger.info("worker %s started on %s", self.worker_id,
+                            self.store.url.render_as_string(hide_password=True),
+                            extra={"worker_id": self.worker_id})
         except BaseException:
             await stack.aclose()
             raise

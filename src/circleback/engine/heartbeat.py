@@ -67,11 +67,20 @@ class Heartbeat:
         self._pid = os.getpid()
 
     async def start(self) -> None:
-        """Beat once (so the worker shows up at once), then keep beating in a thread."""
+        """Beat once (so the worker shows up at once), then keep beating in a thread.
+
+        The first beat is a write: a store this worker cannot write to fails the
+        start here, instead of every loop failing afterwards.
+        """
         self._engine = create_sync_engine(
             self._url, pool_size=1, max_overflow=0, sqlite_cache_kib=HEARTBEAT_PAGE_CACHE_KIB
         )
-        await anyio.to_thread.run_sync(self._beat_safely)
+        try:
+            await anyio.to_thread.run_sync(self.beat)
+        except BaseException:
+            engine, self._engine = self._engine, None
+            await anyio.to_thread.run_sync(engine.dispose)
+            raise
         self._thread = threading.Thread(
             target=self._run, name=f"circleback-heartbeat-{self._worker_id}", daemon=True
         )

@@ -39,6 +39,8 @@ ResultT = TypeVar("ResultT")
 
 #: How long to wait before trying again after the store raised.
 _ERROR_PAUSE_SECONDS = 0.5
+#: The longest pause between two tries of a store that keeps failing.
+_MAX_ERROR_PAUSE_SECONDS = 30.0
 
 
 class WorkSource(Protocol[ItemT, ResultT]):
@@ -298,6 +300,7 @@ class WorkPipeline(Generic[ItemT, ResultT]):
 
     async def _claim_loop(self) -> None:
         batch_size = self._config.batch_size
+        failures = 0
         while not self._stopping:
             self._woken = False
             self._wake_event = anyio.Event()
@@ -306,10 +309,23 @@ class WorkPipeline(Generic[ItemT, ResultT]):
                 claimed_at = self._clock.now()
                 try:
                     items = await self._source.claim(wanted, self._lookahead)
-                except Exception:
-                    self._log.exception("%s: claiming failed; trying again shortly", self._name)
-                    await self._wait_for_wake(_ERROR_PAUSE_SECONDS)
+                except Exception as exc:
+                    # A store that keeps failing is asked again after growing pauses,
+                    # one line each (the traceback at DEBUG), not once per loop.
+                    pause = min(_MAX_ERROR_PAUSE_SECONDS, _ERROR_PAUSE_SECONDS * 2 ** failures)
+                    failures += 1
+                    self._log.error(
+                        "%s: claiming failed (%d in a row), trying again in %.1f s: %s: %s",
+                        self._name, failures, pause, type(exc).__name__,
+                        " ".join(str(exc).split())[:300],
+                        exc_info=self._log.isEnabledFor(logging.DEBUG),
+                    )
+                    await self._wait_for_wake(pause)
                     continue
+                if failures:
+                    self._log.warning("%s: claiming works again after %d failures",
+                                      self._name, failures)
+                    failures = 0
                 self._enqueue(items)
                 if len(items) == wanted:
                     await anyio.lowlevel.checkpoint()

@@ -201,8 +201,11 @@ class NotifyNotifier(Notifier):
         text = encode_notification(notification)
         if not settings.redis_url:
             stream = self._stream or sys.stdout
-            stream.write(text + "\n")
-            stream.flush()
+            try:
+                stream.write(text + "\n")
+                stream.flush()
+            except OSError as exc:  # a closed pipe: the message waits for the next worker
+                raise DeliveryFailed(f"standard output did not take the message: {exc}") from exc
             return DeliveryReceipt(via=self.name, note="stdout")
         from redis import RedisError
 

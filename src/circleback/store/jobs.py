@@ -31,6 +31,11 @@ from .sql import (
 
 __all__ = ["JobVerbs"]
 
+
+def _of_user(user_id: str | None) -> list[sa.ColumnElement[bool]]:
+    """The condition scoping a query to one user's jobs; none for ``None`` (every user)."""
+    return [] if user_id is None else [jobs.c.user_id == user_id]
+
 _ACTIVE = JobStatus.ACTIVE.value
 _UPDATED_JOB_FIELDS = (
     "status",
@@ -78,25 +83,47 @@ class JobVerbs:
         wake_other_workers(conn)
 
     @transaction(readonly=True)
-    def get_job(self, conn: Connection, user_id: str, job_id: uuid.UUID) -> Job | None:
-        """The job ``job_id`` if it belongs to ``user_id``."""
+    def get_job(self, conn: Connection, user_id: str | None, job_id: uuid.UUID) -> Job | None:
+        """The job ``job_id`` if it belongs to ``user_id`` (any user's for ``None``)."""
         row = conn.execute(
-            sa.select(jobs).where(jobs.c.id == job_id, jobs.c.user_id == user_id)
+            sa.select(jobs).where(jobs.c.id == job_id, *_of_user(user_id))
         ).mappings().first()
         return job_from_row(row) if row else None
+
+    @transaction(readonly=True)
+    def find_job_ids(
+        self, conn: Connection, prefix: str, user_id: str | None = None, *, limit: int = 2
+    ) -> list[uuid.UUID]:
+        """Ids of jobs starting with the hex digits ``prefix`` (of ``user_id``'s, for a user).
+
+        A range of ids rather than a text match, so it reads the primary key on
+        both databases whatever their spelling of a UUID.
+        """
+        low = uuid.UUID(prefix.ljust(32, "0"))
+        high = uuid.UUID(prefix.ljust(32, "f"))
+        query = (
+            sa.select(jobs.c.id)
+            .where(jobs.c.id >= low, jobs.c.id <= high, *_of_user(user_id))
+            .order_by(jobs.c.id)
+            .limit(limit)
+        )
+        return list(conn.execute(query).scalars())
 
     @transaction(readonly=True)
     def list_jobs(
         self,
         conn: Connection,
-        user_id: str,
+        user_id: str | None,
         *,
         status: JobStatus | None = None,
         workflow_id: uuid.UUID | None = None,
+        job_type: str | None = None,
         limit: int = 100,
     ) -> list[Job]:
-        """The user's jobs, newest first."""
-        query = sa.select(jobs).where(jobs.c.user_id == user_id)
+        """The user's jobs (every user's for ``None``), newest first."""
+        query = sa.select(jobs).where(*_of_user(user_id))
+        if job_type is not None:
+            query = query.where(jobs.c.job_type == job_type)
         if status is not None:
             query = query.where(jobs.c.status == status.value)
         if workflow_id is not None:
@@ -108,13 +135,15 @@ class JobVerbs:
     def cancel_jobs(
         self,
         conn: Connection,
-        user_id: str,
+        user_id: str | None,
         now: datetime,
         *,
         job_id: uuid.UUID | None = None,
         workflow_id: uuid.UUID | None = None,
     ) -> tuple[list[Job], list[Job]]:
         """Cancel the user's active job ``job_id``, or every active job of ``workflow_id``.
+
+        ``user_id=None`` acts on any user's jobs (the operator's CLI).
 
         This is the state machine's ``Cancel`` transition as one conditional
         write: only rows still ``active`` change. Returns (cancelled jobs, the
@@ -123,12 +152,12 @@ class JobVerbs:
         if (job_id is None) == (workflow_id is None):
             raise ValueError("give exactly one of job_id and workflow_id")
         match = jobs.c.id == job_id if job_id is not None else jobs.c.workflow_id == workflow_id
-        lock_rows(conn, jobs, match, jobs.c.user_id == user_id, jobs.c.status == _ACTIVE)
+        lock_rows(conn, jobs, match, *_of_user(user_id), jobs.c.status == _ACTIVE)
         cancelled = [
             job_from_row(row)
             for row in conn.execute(
                 sa.update(jobs)
-                .where(match, jobs.c.user_id == user_id, jobs.c.status == _ACTIVE)
+                .where(match, *_of_user(user_id), jobs.c.status == _ACTIVE)
                 .values(
                     status=JobStatus.CANCELLED.value,
                     completed_at=now,
@@ -145,7 +174,7 @@ class JobVerbs:
         untouched = [
             job_from_row(row)
             for row in conn.execute(
-                sa.select(jobs).where(match, jobs.c.user_id == user_id)
+                sa.select(jobs).where(match, *_of_user(user_id))
             ).mappings()
             if row["id"] not in done
         ]

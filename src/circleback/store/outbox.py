@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -18,9 +19,11 @@ from .sql import (
     changes,
     expired_leases,
     fence,
+    lock_rows,
     log_takeovers,
     release_leases,
     update_grouped,
+    wake_other_workers,
 )
 
 __all__ = ["OutboxVerbs"]
@@ -128,3 +131,36 @@ class OutboxVerbs:
             query = query.where(outbox.c.status == status.value)
         query = query.order_by(outbox.c.created_at.desc()).limit(limit)
         return [entry_from_row(row) for row in conn.execute(query).mappings()]
+
+    @transaction()
+    def requeue_deliveries(
+        self, conn: Connection, now: datetime, *, ids: Sequence[uuid.UUID] = (),
+        all_dead: bool = False,
+    ) -> list[uuid.UUID]:
+        """Make dead messages (those of ``ids``, or every one) due again with fresh attempts.
+
+        Only dead entries change: a pending or sent one is left as it is. Returns
+        the ids requeued.
+        """
+        match = outbox.c.status == DeliveryStatus.DEAD.value
+        if not all_dead:
+            match = sa.and_(match, outbox.c.id.in_(list(ids)))
+        lock_rows(conn, outbox, match)
+        done = conn.execute(
+            sa.update(outbox).where(match).values(
+                status=_PENDING, attempts=0, next_attempt_at=now, lease_owner=None,
+                lease_expires_at=None,
+            ).returning(outbox.c.id)
+        ).scalars().all()
+        if done:
+            wake_other_workers(conn)
+        return list(done)
+
+    @transaction()
+    def purge_sent(self, conn: Connection, before: datetime) -> int:
+        """Delete messages sent before ``before``; returns how many."""
+        return int(conn.execute(
+            sa.delete(outbox).where(
+                outbox.c.status == DeliveryStatus.SENT.value, outbox.c.sent_at < before
+            )
+        ).rowcount)

@@ -116,6 +116,15 @@ class WorkerVerbs:
         return int(conn.execute(sa.delete(workers).where(workers.c.heartbeat_at < before)).rowcount)
 
     @transaction()
+    def prune_workers(self, conn: Connection, silent_before: datetime) -> int:
+        """Delete workers that stopped, or whose last heartbeat is older than ``silent_before``.
+
+        A pruned worker that is in fact alive writes its row again at its next beat.
+        """
+        gone = sa.or_(workers.c.stopped_at.is_not(None), workers.c.heartbeat_at < silent_before)
+        return int(conn.execute(sa.delete(workers).where(gone)).rowcount)
+
+    @transaction()
     def reap_expired_leases(self, conn: Connection, now: datetime) -> int:
         """Clear leases that expired (their holder died or stalled); returns how many."""
         count = 0

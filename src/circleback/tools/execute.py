@@ -33,14 +33,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ..core import rulebook as verbs
 from ..core.errors import CirclebackError, PermissionDenied, UnknownTool, ValidationError
-from ..core.models import Caller, Job, JobStatus
-from ..core.redaction import redact
+from ..core.models import Caller
 from ..core.registry import PluginRegistry
-from ..core.rendering import render_result, wrap_untrusted
 from ..core.rulebook import CONTEXT_FIELDS
 from ..core.schema_errors import describe_kind, field_name
-from ..core.settings import Limits, Settings
+from ..core.settings import Settings
 from ..core.validation import validate_caller
+from ..core.views import job_view
 from ..engine.scheduler import Scheduler
 from .exports import anthropic_tools, openai_tools, tool_name
 from .manifest import (
@@ -61,42 +60,6 @@ __all__ = ["CONTEXT_FIELDS", "SchedulerTools", "UnknownTool", "job_view"]
 logger = logging.getLogger("circleback.tools")
 
 Handler = Callable[[Caller, Any], Awaitable[dict[str, Any]]]
-
-
-def job_view(job: Job, limits: Limits) -> dict[str, Any]:
-    """A job as its user (and their LLM) should see it.
-
-    ``last_result`` and ``last_error`` come from the checked system: they are
-    rendered as text, cut to ``limits.max_result_chars`` and marked as
-    untrusted data. Secrets in ``check_config`` (and any URL's password) are
-    shown as ``[redacted]``. The caller ids are left out: the caller knows them.
-    """
-
-    def untrusted(value: Any) -> str | None:
-        if value is None:
-            return None
-        return wrap_untrusted(render_result(redact(value), limit=limits.max_result_chars))
-
-    active = job.status is JobStatus.ACTIVE
-    return {
-        "id": str(job.id),
-        "job_type": job.job_type,
-        "status": job.status.value,
-        "attempts": job.attempts,
-        "max_attempts": job.max_attempts,
-        "interval_seconds": job.interval_seconds,
-        "next_check_at": job.next_run_at.isoformat() if active else None,
-        "last_checked_at": job.last_checked_at.isoformat() if job.last_checked_at else None,
-        "last_result": untrusted(job.last_result),
-        "last_error": untrusted(job.last_error),
-        "workflow_id": str(job.workflow_id) if job.workflow_id else None,
-        "on_complete": job.on_complete,
-        "check_config": redact(job.check_config),
-        "on_success_message": job.on_success_message,
-        "on_failure_message": job.on_failure_message,
-        "created_at": job.created_at.isoformat(),
-        "completed_at": job.completed_at.isoformat() if job.completed_at else None,
-    }
 
 
 def _error(exc: CirclebackError) -> dict[str, Any]:

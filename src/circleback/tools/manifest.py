@@ -16,6 +16,7 @@ Conventions every schema follows:
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Mapping
 from typing import Any, Final
@@ -38,6 +39,7 @@ __all__ = [
     "UUID_PATTERN",
     "VERB_OF",
     "build_manifest",
+    "check_config_example",
 ]
 
 #: The module's name: tools are called ``scheduler.<tool>``.
@@ -195,3 +197,9 @@ def build_manifest(
             for tool in TOOL_NAMES
         ],
     }
+
+
+def check_config_example(job_type: str) -> dict[str, Any] | None:
+    """The worked ``check_config`` example of a built-in job type (``None`` for others)."""
+    found = _CHECK_CONFIG_EXAMPLES.get(job_type)
+    return copy.deepcopy(found[1]) if found else None
