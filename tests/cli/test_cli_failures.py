@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from . import services
+from .. import services
 
 CIRCLEBACK = Path(sys.executable).with_name("circleback")
 DELAY = ["add", "delay", "--config", '{"delay_seconds": 1}', "--message", "hi"]

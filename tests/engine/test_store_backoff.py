@@ -12,7 +12,7 @@ import circleback
 from circleback import Settings
 from circleback.store.database import create_sync_engine
 
-from .pacing import QUICK
+from ..pacing import QUICK
 
 
 @pytest.mark.anyio

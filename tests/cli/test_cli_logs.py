@@ -22,7 +22,7 @@ from circleback.core.abc import DeliveryContext, DeliveryReceipt
 from circleback.errors import DeliveryFailed
 from circleback.testing import TestingPlugin
 
-from .pacing import QUICK
+from ..pacing import QUICK
 
 
 class Refusing(Notifier):

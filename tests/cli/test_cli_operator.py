@@ -22,7 +22,7 @@ import circleback
 from circleback import Caller
 from circleback.tools import SchedulerTools
 
-from .tools_support import context_of
+from ..tools_support import context_of
 
 CIRCLEBACK = Path(sys.executable).with_name("circleback")
 ASYNCIO = pytest.mark.parametrize("anyio_backend", ["asyncio"])  # the CLI runs apart

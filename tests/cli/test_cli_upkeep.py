@@ -22,7 +22,7 @@ from circleback.store.database import create_sync_engine
 from circleback.store.workers import record_heartbeat
 from circleback.testing import TestingPlugin
 
-from .pacing import QUICK
+from ..pacing import QUICK
 from .test_cli_logs import RefusingPlugin
 
 
