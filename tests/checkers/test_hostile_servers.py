@@ -353,8 +353,7 @@ async def test_secrets_reach_the_server_but_no_view_shows_them(
     outputs = [json.dumps(listed), caplog.text]
     for args in (["jobs", "show", str(job.id)], ["jobs", "show", "--json", str(job.id)],
                  ["list", "--json"]):
-        command = ["--database-url", store_url, *args, "--user", caller.user_id,
-                   "--platform", caller.platform]
+        command = ["--database-url", store_url, *args, "--user", caller.user_id]
         # The CLI runs an event loop of its own: in a thread, outside the test's.
         result = await anyio.to_thread.run_sync(runner.invoke, cli, command)
         assert result.exit_code == 0, result.output

@@ -102,7 +102,7 @@ def test_a_job_added_before_a_stop_fires_once_after_the_restart(
     out, err = tmp_path / "first.out", tmp_path / "first.err"
     first = _start(["-m", "circleback", "--backend", backend, "run"], url, out, err)
     try:
-        _wait_for(lambda: "running" in err.read_text(), first, "the engine to start")
+        _wait_for(lambda: "started on" in err.read_text(), first, "the engine to start")
         job_id = _add_job(url, backend, {
             "job_type": "delay", "check_config": {"delay_seconds": 2},
             "on_success_message": "two seconds are up",
