@@ -44,58 +44,7 @@ steer control flow inside one module and never leave it.
 
 from __future__ import annotations
 
-from .core.errors import (
-    AddressRefused,
-    BrokenAnswer,
-    CirclebackError,
-    ConfigurationError,
-    ConflictingValues,
-    ConnectTimedOut,
-    DeliveryFailed,
-    FieldMissing,
-    HttpFailure,
-    JobNotFound,
-    LimitExceeded,
-    ModuleCallFailed,
-    Oversized,
-    PermissionDenied,
-    PluginError,
-    PoolTimedOut,
-    ReadTimedOut,
-    StoreError,
-    TimedOut,
-    UnknownTool,
-    UnsendableRequest,
-    UnstorableText,
-    UrlRefused,
-    ValidationError,
-    WorkflowNotFound,
-)
+from .core import errors as _defined
+from .core.errors import *  # noqa: F403  (every name of the tree, listed once in core/errors.py)
 
-__all__ = [
-    "AddressRefused",
-    "BrokenAnswer",
-    "CirclebackError",
-    "ConfigurationError",
-    "ConflictingValues",
-    "ConnectTimedOut",
-    "DeliveryFailed",
-    "FieldMissing",
-    "HttpFailure",
-    "JobNotFound",
-    "LimitExceeded",
-    "ModuleCallFailed",
-    "Oversized",
-    "PermissionDenied",
-    "PluginError",
-    "PoolTimedOut",
-    "ReadTimedOut",
-    "StoreError",
-    "TimedOut",
-    "UnknownTool",
-    "UnsendableRequest",
-    "UnstorableText",
-    "UrlRefused",
-    "ValidationError",
-    "WorkflowNotFound",
-]
+__all__ = list(_defined.__all__)
